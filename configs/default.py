@@ -1,0 +1,89 @@
+"""Default experiment: scikit-learn's bundled digits made long-tailed (ratio 10), small CNN + projection
+head narrowing to 2-D, CE + ASLoss (L2) on the 2-D layer (ASLoss paper weights λ_cls = λ_asl = 0.5).
+
+Runs offline on 2 CPU cores in well under 3 minutes:
+    python -m imbalance_jax.main --config=configs/default.py --workdir=runs/default
+"""
+
+import ml_collections
+
+from imbalance_jax.objectives import aux_loss_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.num_epochs = 40
+    config.batch_size = 32  # global batch, split over the devices of the ('data',) mesh
+    config.eval_batch_size = 128
+    config.num_devices = 0  # 0 = every local device
+    config.multi_host = False  # True: jax.distributed.initialize() at start-up
+    config.disable_progress_bar = False
+
+    config.data = ml_collections.ConfigDict()
+    config.data.name = "digits"
+    config.data.dir = ""  # dataset files (fashion_mnist IDX, image_folder root)
+    config.data.tfds_data_dir = ""  # tfds data_dir ("" = tfds default)
+    config.data.image_size = 0  # 0 = native size
+    config.data.test_fraction = 0.2  # balanced test split per class, used when the source has no test split
+    config.data.val_per_class = 10  # balanced validation hold-out, taken before the imbalance
+    config.data.val_fraction = 0.0
+    config.data.imbalance = ml_collections.ConfigDict()
+    config.data.imbalance.profile = "exponential"  # none | exponential | step | counts
+    config.data.imbalance.ratio = 10.0  # n_max / n_min for the exponential profile
+    config.data.imbalance.minority_classes = ()  # step profile
+    config.data.imbalance.fraction = 1.0  # step profile: fraction of n_max kept for the minority classes
+    config.data.imbalance.counts = ()  # counts profile: explicit per-class counts
+    config.data.label_noise = 0.0  # symmetric noise rate on the training labels
+    config.data.sampler = "random"  # random | class_balanced | square_root | progressive
+    config.data.augment = ml_collections.ConfigDict()
+    config.data.augment.crop_padding = 0
+    config.data.augment.flip = False
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "small_cnn"
+    config.model.head_widths = (32, 2)
+    config.model.head_activation = "relu"
+    config.model.dropout = 0.0
+    config.model.classifier = "linear"
+    config.model.dtype = "float32"
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.name = "ce"
+    config.loss.weight = 0.5  # λ_cls
+    config.loss.focal_gamma = 2.0
+    config.loss.ldam_max_margin = 0.5
+    config.loss.ldam_scale = 30.0
+    config.loss.logit_adjustment_tau = 1.0
+    config.loss.class_weighting = ml_collections.ConfigDict()
+    config.loss.class_weighting.name = "none"  # none | inverse_frequency | class_balanced | cdb | drw
+    config.loss.class_weighting.beta = 0.9999
+    config.loss.class_weighting.tau = "dynamic"
+    config.loss.class_weighting.start_epoch = 0
+    config.loss.aux = ml_collections.ConfigDict()
+    config.loss.aux.asl = aux_loss_config("asl", weight=0.5, layers=("head_last",), metric="l2")
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 3e-3
+    config.optimizer.weight_decay = 0.0
+    config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = False
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_epochs = 0.0
+    config.optimizer.boundaries = ()
+    config.optimizer.decay_factors = ()
+    config.optimizer.grad_clip_norm = 0.0
+
+    config.checkpoint = ml_collections.ConfigDict()
+    config.checkpoint.max_to_keep = 2
+
+    config.early_stopping = ml_collections.ConfigDict()
+    config.early_stopping.enabled = False
+    config.early_stopping.patience = 10
+
+    config.evaluation = ml_collections.ConfigDict()
+    config.evaluation.embedding_layer = "head_last"
+    config.evaluation.many_shot_threshold = 100
+    config.evaluation.few_shot_threshold = 20
+    return config

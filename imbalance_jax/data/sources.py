@@ -1,0 +1,321 @@
+"""Dataset registry: every source returns in-memory uint8 images and integer labels.
+
+A source is a function ``(data_config) -> RawDataset``. Sources with an official test split return it;
+sources without one (digits, the CelebA 4-class task, a flat image folder) return ``test=None`` and
+the split builder carves a balanced test split per class (``config.data.test_fraction``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Callable, Optional, Sequence
+
+import ml_collections
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be loaded; the message says what was tried and how to get it."""
+
+
+@dataclasses.dataclass
+class ArraySplit:
+    """One split held in memory: images uint8 [N, H, W, C], labels int32 [N]."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self):
+        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+            raise ValueError(f"images must be uint8 [N, H, W, C], got {self.images.dtype} {self.images.shape}")
+        self.labels = np.asarray(self.labels, dtype=np.int32)
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(f"labels must be [N={self.images.shape[0]}], got {self.labels.shape}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, indices: np.ndarray) -> "ArraySplit":
+        return ArraySplit(self.images[indices], self.labels[indices])
+
+
+@dataclasses.dataclass
+class RawDataset:
+    train: ArraySplit
+    test: Optional[ArraySplit]
+    num_classes: int
+    class_names: Sequence[str]
+
+
+SourceFn = Callable[[ml_collections.ConfigDict], RawDataset]
+DATASETS: dict[str, SourceFn] = {}
+
+
+def register(name: str) -> Callable[[SourceFn], SourceFn]:
+    def wrap(fn: SourceFn) -> SourceFn:
+        DATASETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def load_raw_dataset(data_config: ml_collections.ConfigDict) -> RawDataset:
+    """Loads ``data_config.name`` from the registry."""
+    name = data_config.name
+    if name not in DATASETS:
+        raise ValueError(f"config.data.name={name!r} is not a known dataset; allowed: {sorted(DATASETS)}")
+    return DATASETS[name](data_config)
+
+
+def _get(cfg: ml_collections.ConfigDict, field: str, default):
+    return cfg.get(field, default) if hasattr(cfg, "get") else default
+
+
+# --------------------------------------------------------------------------------------------- digits
+@register("digits")
+def load_digits(data_config: ml_collections.ConfigDict) -> RawDataset:
+    """scikit-learn's bundled 8x8 digits (1797 images, 10 classes); never downloads anything."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    return RawDataset(ArraySplit(images, bunch.target), None, 10, [str(c) for c in range(10)])
+
+
+# ------------------------------------------------------------------------------------- fashion-mnist
+FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads an IDX file (optionally gzip-compressed) into a numpy array."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08:
+        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
+    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _find_idx(directory: str, stem: str) -> Optional[str]:
+    for candidate in (stem, stem + ".gz"):
+        path = os.path.join(directory, candidate)
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def _load_idx_dir(directory: str) -> Optional[dict[str, ArraySplit]]:
+    splits = {}
+    for split, (img_stem, lbl_stem) in _IDX_FILES.items():
+        img, lbl = _find_idx(directory, img_stem), _find_idx(directory, lbl_stem)
+        if img is None or lbl is None:
+            return None
+        splits[split] = ArraySplit(read_idx(img)[..., None], read_idx(lbl))
+    return splits
+
+
+@register("fashion_mnist")
+def load_fashion_mnist(data_config: ml_collections.ConfigDict) -> RawDataset:
+    """Fashion-MNIST from IDX files: ``config.data.dir``, then the Debian package's directory, then tfds."""
+    tried = []
+    for directory in (_get(data_config, "dir", None), FASHION_MNIST_DEBIAN_DIR):
+        if not directory:
+            continue
+        tried.append(directory)
+        splits = _load_idx_dir(directory)
+        if splits is not None:
+            return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
+    try:
+        return _load_tfds("fashion_mnist", data_config, class_names=FASHION_MNIST_CLASSES)
+    except DatasetError as e:
+        tfds_error = str(e)
+    raise DatasetError(
+        "Fashion-MNIST not found. Tried IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
+        f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in: {tried}, then tfds.load('fashion_mnist') "
+        f"({tfds_error}). Get it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, puts the files in "
+        f"{FASHION_MNIST_DEBIAN_DIR}), or download the four IDX files and pass --config.data.dir=DIR, or run "
+        "`tfds build fashion_mnist` on a machine with internet.")
+
+
+# ------------------------------------------------------------------------------------------- tfds
+def _resize_uint8(images: np.ndarray, size: Optional[int]) -> np.ndarray:
+    if not size or images.shape[1:3] == (size, size):
+        return images
+    import tensorflow as tf
+
+    out = []
+    for start in range(0, len(images), 1024):
+        chunk = tf.image.resize(images[start:start + 1024], (size, size), antialias=True)
+        out.append(np.clip(np.round(chunk.numpy()), 0, 255).astype(np.uint8))
+    return np.concatenate(out) if out else images
+
+
+def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
+                          label_key="label", per_class_limit: Optional[Sequence[int]] = None) -> ArraySplit:
+    import tensorflow_datasets as tfds
+
+    try:
+        ds = tfds.load(name, split=split, data_dir=_get(data_config, "tfds_data_dir", None),
+                       download=bool(_get(data_config, "download", True)), shuffle_files=False)
+    except Exception as e:  # tfds raises many types (network, missing files, not prepared)
+        raise DatasetError(f"tfds.load({name!r}, split={split!r}) failed: {type(e).__name__}: {e}") from e
+    size = _get(data_config, "image_size", None)
+    images, labels = [], []
+    taken = None if per_class_limit is None else np.zeros(len(per_class_limit), np.int64)
+    for example in tfds.as_numpy(ds):
+        label = int(label_fn(example) if label_fn else example[label_key])
+        if taken is not None:
+            if taken[label] >= per_class_limit[label]:
+                if np.all(taken >= per_class_limit):
+                    break
+                continue
+            taken[label] += 1
+        image = example[image_key]
+        if size and image.shape[:2] != (size, size):
+            image = _resize_uint8(image[None], size)[0]
+        images.append(image)
+        labels.append(label)
+    if taken is not None and np.any(taken < per_class_limit):
+        raise DatasetError(f"{name}: wanted {list(per_class_limit)} images per class, found only {taken.tolist()}")
+    return ArraySplit(np.stack(images).astype(np.uint8), np.asarray(labels))
+
+
+def _load_tfds(name: str, data_config, class_names: Optional[Sequence[str]] = None) -> RawDataset:
+    import tensorflow_datasets as tfds
+
+    train = _tfds_split_to_arrays(name, "train", data_config)
+    test = _tfds_split_to_arrays(name, "test", data_config)
+    try:
+        info = tfds.builder(name, data_dir=_get(data_config, "tfds_data_dir", None)).info
+        num_classes = info.features["label"].num_classes
+        class_names = class_names or info.features["label"].names
+    except Exception:  # info unavailable offline: derive from the data
+        num_classes = int(max(train.labels.max(), test.labels.max()) + 1)
+        class_names = class_names or [str(c) for c in range(num_classes)]
+    return RawDataset(train, test, int(num_classes), list(class_names))
+
+
+def _register_tfds(name: str) -> None:
+    register(name)(lambda data_config: _load_tfds(name, data_config))
+
+
+for _name in ("mnist", "cifar10", "cifar100"):
+    _register_tfds(_name)
+
+
+# --------------------------------------------------------------------------------------- CelebA task
+CELEBA_CLASSES = ["closed, no smile", "closed, smile", "open, no smile", "open, smile"]
+ACNE04_PROPORTIONS = (633, 519, 182, 123)
+
+
+def celeba_mouth_smile_label(attributes) -> int:
+    """ASLoss paper 4-class task: 2 * Mouth_Slightly_Open + Smiling."""
+    return 2 * int(bool(attributes["Mouth_Slightly_Open"])) + int(bool(attributes["Smiling"]))
+
+
+@register("celeb_a")
+def load_celeb_a(data_config: ml_collections.ConfigDict) -> RawDataset:
+    """CelebA mouth/smile 4-class task with the ACNE04 class proportions (633:519:182:123 of 1000 images).
+
+    The first ``n_c`` images of each class in the tfds train split are taken (deterministic); the
+    80/20 train/test split per class is carved by the split builder (``data.test_fraction=0.2``).
+    ``data.celeba_counts`` overrides the per-class counts.
+    """
+    counts = tuple(_get(data_config, "celeba_counts", None) or ACNE04_PROPORTIONS)
+    split = _tfds_split_to_arrays("celeb_a", "train", data_config, image_key="image",
+                                  label_fn=lambda ex: celeba_mouth_smile_label(ex["attributes"]),
+                                  per_class_limit=counts)
+    return RawDataset(split, None, 4, CELEBA_CLASSES)
+
+
+# -------------------------------------------------------------------------------------- image folder
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _decode_images(paths: Sequence[str], size: int, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    mode = "L" if channels == 1 else "RGB"
+    out = np.empty((len(paths), size, size, channels), np.uint8)
+    for i, path in enumerate(paths):
+        with Image.open(path) as img:
+            img = img.convert(mode).resize((size, size), Image.BILINEAR)
+            out[i] = np.asarray(img).reshape(size, size, channels)
+    return out
+
+
+def _scan_class_folders(root: str) -> tuple[list[str], list[str], list[str]]:
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    paths, names = [], []
+    for cls in classes:
+        for dirpath, _, files in sorted(os.walk(os.path.join(root, cls))):
+            for f in sorted(files):
+                if f.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(dirpath, f))
+                    names.append(cls)
+    return paths, names, classes
+
+
+def _read_list_file(path: str, root: str, label_column: str) -> tuple[list[str], list[str]]:
+    """CSV with a header (columns ``path`` and ``label_column``) or a TXT list of ``path label`` lines."""
+    paths, names = [], []
+    with open(path, newline="") as f:
+        if path.endswith(".csv"):
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "path" not in reader.fieldnames or label_column not in reader.fieldnames:
+                raise DatasetError(f"{path}: CSV needs columns 'path' and {label_column!r} "
+                                   f"(config.data.label_column); found {reader.fieldnames}")
+            rows = [(r["path"], r[label_column]) for r in reader if r[label_column] not in ("", None)]
+        else:
+            rows = [tuple(line.split()[:2]) for line in f if line.strip()]
+    for rel, label in rows:
+        paths.append(rel if os.path.isabs(rel) else os.path.join(root, rel))
+        names.append(str(label))
+    return paths, names
+
+
+@register("image_folder")
+def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
+    """Images from ``data.dir``: ``<dir>/<class>/*.jpg``, or ``<dir>/train`` and ``<dir>/test`` of that form,
+    or list files ``data.train_list`` / ``data.test_list`` (CSV with ``path`` + ``data.label_column``, or
+    TXT ``path label`` lines; paths relative to ``data.dir``). Images are decoded and resized to
+    ``data.image_size`` at load time (fine for datasets up to tens of thousands of images)."""
+    root = _get(data_config, "dir", None)
+    if not root or not os.path.isdir(root):
+        raise DatasetError(f"config.data.dir={root!r} is not a directory; image_folder needs "
+                           "<dir>/<class>/*.jpg (or train/ and test/ of that form, or list files)")
+    size = int(_get(data_config, "image_size", 0) or 64)
+    channels = int(_get(data_config, "channels", 3))
+    label_column = _get(data_config, "label_column", "label")
+    train_list, test_list = _get(data_config, "train_list", None), _get(data_config, "test_list", None)
+    if train_list:
+        split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column)}
+        if test_list:
+            split_entries["test"] = _read_list_file(os.path.join(root, test_list), root, label_column)
+    elif os.path.isdir(os.path.join(root, "train")):
+        split_entries = {s: _scan_class_folders(os.path.join(root, s))[:2] for s in ("train", "test")
+                         if os.path.isdir(os.path.join(root, s))}
+    else:
+        split_entries = {"train": _scan_class_folders(root)[:2]}
+    class_names = sorted({n for paths, names in split_entries.values() for n in names},
+                         key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+    if not class_names:
+        raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under config.data.dir={root!r}")
+    index = {n: i for i, n in enumerate(class_names)}
+    splits = {}
+    for split, (paths, names) in split_entries.items():
+        missing = [p for p in paths if not os.path.exists(p)]
+        if missing:
+            raise DatasetError(f"{len(missing)} listed images do not exist, e.g. {missing[:3]}")
+        splits[split] = ArraySplit(_decode_images(paths, size, channels), np.array([index[n] for n in names]))
+    return RawDataset(splits["train"], splits.get("test"), len(class_names), class_names)

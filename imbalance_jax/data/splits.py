@@ -1,0 +1,80 @@
+"""Builds the train / val / test splits of a run from config, deterministically from the seed.
+
+Order (DESIGN.md §4): load the source → carve a balanced test split when the source has none →
+hold out a balanced validation set → apply the imbalance profile to what is left → label noise
+on the training labels. The balanced hold-outs are taken *before* the imbalance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import ml_collections
+import numpy as np
+
+from imbalance_jax.data import imbalance as imb
+from imbalance_jax.data.sources import ArraySplit, load_raw_dataset
+
+
+@dataclasses.dataclass
+class DataSplits:
+    train: ArraySplit
+    val: Optional[ArraySplit]
+    test: ArraySplit
+    num_classes: int
+    class_names: Sequence[str]
+    mean: np.ndarray  # per-channel mean of the training images, in [0, 1]
+    std: np.ndarray
+
+    def class_counts(self) -> dict[str, list[int]]:
+        out = {"train": imb.class_counts(self.train.labels, self.num_classes).tolist(),
+               "test": imb.class_counts(self.test.labels, self.num_classes).tolist()}
+        if self.val is not None:
+            out["val"] = imb.class_counts(self.val.labels, self.num_classes).tolist()
+        return out
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def _split_rng(seed: int, purpose: int) -> np.random.Generator:
+    return np.random.default_rng([seed, purpose])
+
+
+def build_splits(data_config: ml_collections.ConfigDict, seed: int) -> DataSplits:
+    raw = load_raw_dataset(data_config)
+    num_classes = raw.num_classes
+    data_seed = int(data_config.get("seed", seed) if data_config.get("seed", None) is not None else seed)
+    train, test = raw.train, raw.test
+
+    if test is None:
+        kept, held = imb.balanced_holdout(train.labels, num_classes, _split_rng(data_seed, 1),
+                                          fraction=float(data_config.get("test_fraction", 0.2)))
+        train, test = train.take(kept), train.take(held)
+
+    val = None
+    val_per_class = int(data_config.get("val_per_class", 0))
+    val_fraction = float(data_config.get("val_fraction", 0.0))
+    if val_per_class or val_fraction:
+        kept, held = imb.balanced_holdout(train.labels, num_classes, _split_rng(data_seed, 2),
+                                          per_class=val_per_class, fraction=val_fraction)
+        train, val = train.take(kept), train.take(held)
+
+    ib = data_config.get("imbalance", ml_collections.ConfigDict({"profile": "none"}))
+    available = imb.class_counts(train.labels, num_classes)
+    counts = imb.target_counts(ib.get("profile", "none"), available, ratio=float(ib.get("ratio", 1.0)),
+                               minority_classes=tuple(ib.get("minority_classes", ()) or ()),
+                               fraction=float(ib.get("fraction", 1.0)), counts=ib.get("counts", None))
+    train = train.take(imb.subsample_per_class(train.labels, counts, _split_rng(data_seed, 3)))
+
+    noise = float(data_config.get("label_noise", 0.0))
+    if noise > 0:
+        train = ArraySplit(train.images, imb.symmetric_label_noise(train.labels, num_classes, noise,
+                                                                   _split_rng(data_seed, 4)))
+
+    pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
+    mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-3)
+    return DataSplits(train, val, test, num_classes, list(raw.class_names), mean.astype(np.float32),
+                      std.astype(np.float32))

@@ -1,0 +1,267 @@
+"""Text and Markdown summaries of a run: a metrics table for logs and the workdir's report.md."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from imbalance_jax.evaluation.metrics import imbalance_statistics
+
+__all__ = ["format_metrics_table", "write_report"]
+
+_MISSING = "n/a"
+
+
+def _is_scalar(value: Any) -> bool:
+    """Scalar metrics are numbers and None; lists, dicts and strings are not tabulated."""
+    if value is None or isinstance(value, bool):
+        return value is None
+    if isinstance(value, (int, float)):
+        return True
+    return hasattr(value, "ndim") and getattr(value, "ndim") == 0  # numpy / jax 0-d values
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return _MISSING
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return str(value)
+    value = float(value)
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    return f"{value:.4f}"
+
+
+def _scalar_rows(metrics: Mapping[str, Mapping]) -> tuple[list[str], list[str], list[list[str]]]:
+    """(splits, metric names in first-seen order, formatted cells [metric][split])."""
+    splits = list(metrics)
+    names: list[str] = []
+    for split in splits:
+        for name, value in metrics[split].items():
+            if name not in names and _is_scalar(value):
+                names.append(name)
+    cells = [
+        [_format_value(metrics[s][n]) if n in metrics[s] and _is_scalar(metrics[s][n]) else _MISSING
+         for s in splits]
+        for n in names
+    ]
+    return splits, names, cells
+
+
+def format_metrics_table(metrics: Mapping[str, Mapping]) -> str:
+    """Aligned plain-text table: one row per scalar metric, one column per split.
+
+    `metrics` maps split name -> metrics dict (e.g. `{"val": {...}, "test": {...}}`). Lists and
+    other non-scalar values are skipped; a metric missing from a split, or None, shows as "n/a".
+    Floats are printed with 4 decimals.
+    """
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"metrics must map split name -> metrics dict, got {type(metrics).__name__}.")
+    for split, values in metrics.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"metrics[{split!r}] must be a mapping, got {type(values).__name__}.")
+    splits, names, cells = _scalar_rows(metrics)
+    header = ["metric", *map(str, splits)]
+    rows = [header] + [[name, *row] for name, row in zip(names, cells)]
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    lines = []
+    for index, row in enumerate(rows):
+        first = row[0].ljust(widths[0])
+        rest = [cell.rjust(width) for cell, width in zip(row[1:], widths[1:])]
+        lines.append("  ".join([first, *rest]).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def _md_escape(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _markdown_table(header: Sequence[Any], rows: Iterable[Sequence[Any]], align_right_from: int = 1) -> str:
+    lines = ["| " + " | ".join(_md_escape(h) for h in header) + " |"]
+    lines.append("|" + "|".join("---" if k < align_right_from else "---:" for k in range(len(header))) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(_md_escape(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if not math.isfinite(seconds) or seconds < 0:
+        return _MISSING
+    hours, rest = divmod(seconds, 3600.0)
+    minutes, secs = divmod(rest, 60.0)
+    return f"{seconds:.1f} s ({int(hours)}:{int(minutes):02d}:{secs:04.1f})"
+
+
+def _split_statistics(
+    imbalance: Mapping, class_counts: Mapping[str, Sequence[int]]
+) -> dict[str, Mapping]:
+    """Per-split imbalance statistics: given ones first, the rest computed from the counts."""
+    if "balance_deviation" in imbalance or "imbalance_ratio" in imbalance:
+        given: dict[str, Mapping] = {"train": imbalance}
+    else:
+        given = {str(split): stats for split, stats in imbalance.items()}
+        for split, stats in given.items():
+            if not isinstance(stats, Mapping):
+                raise ValueError(
+                    f"imbalance must be one imbalance_statistics() dict or split -> such dict; "
+                    f"imbalance[{split!r}] is a {type(stats).__name__}."
+                )
+    result = dict(given)
+    for split, counts in class_counts.items():
+        if str(split) not in result and sum(counts) > 0:
+            result[str(split)] = imbalance_statistics(counts)
+    return result
+
+
+def _class_count_section(
+    class_counts: Mapping[str, Sequence[int]], stats: Mapping[str, Mapping], class_names: list[str]
+) -> list[str]:
+    splits = list(stats)
+    summary_rows = []
+    for split in splits:
+        entry = stats[split]
+        counts = class_counts.get(split)
+        minority = entry.get("minority_classes")
+        summary_rows.append([
+            split,
+            _format_value(int(sum(counts))) if counts is not None else _MISSING,
+            _format_value(entry.get("num_classes")),
+            _format_value(entry["imbalance_ratio"] if entry["imbalance_ratio"] is not None else math.inf)
+            if "imbalance_ratio" in entry else _MISSING,
+            _format_value(entry.get("balance_deviation")),
+            _format_value(len(minority)) if minority is not None else _MISSING,
+        ])
+    lines = [
+        "## Class distribution", "",
+        "IR = max ζ / min ζ (inf when a class is empty); BD = balance deviation in [0, 1] "
+        "(0 = balanced); m = number of minority classes (ζ_c < 1/K).", "",
+        _markdown_table(["split", "images", "K", "IR", "BD", "m"], summary_rows), "",
+    ]
+    count_splits = list(class_counts)
+    if count_splits:
+        rows = []
+        for index, name in enumerate(class_names):
+            row = [name]
+            for split in count_splits:
+                counts = list(class_counts[split])
+                row.append(str(counts[index]) if index < len(counts) else _MISSING)
+            rows.append(row)
+        lines += [_markdown_table(["class", *count_splits], rows), ""]
+    return lines
+
+
+def _per_class_section(metrics: Mapping[str, Mapping], split: str, class_names: list[str],
+                       class_counts: Mapping[str, Sequence[int]]) -> list[str]:
+    values = metrics[split]
+    precision = values.get("per_class_precision")
+    recall = values.get("per_class_recall")
+    f1 = values.get("per_class_f1")
+    if not all(isinstance(v, (list, tuple)) for v in (precision, recall, f1)):
+        return []
+    train = class_counts.get("train")
+    support = class_counts.get(split)
+    header = ["class"] + (["train images"] if train is not None else []) + \
+        ([f"{split} images"] if support is not None else []) + ["precision", "recall", "F1"]
+    rows = []
+    for index in range(len(precision)):
+        name = class_names[index] if index < len(class_names) else str(index)
+        row = [name]
+        if train is not None:
+            row.append(str(list(train)[index]) if index < len(train) else _MISSING)
+        if support is not None:
+            row.append(str(list(support)[index]) if index < len(support) else _MISSING)
+        row += [_format_value(precision[index]), _format_value(recall[index] if index < len(recall) else None),
+                _format_value(f1[index] if index < len(f1) else None)]
+        rows.append(row)
+    return [f"## Per-class results ({split})", "",
+            "Recall and F1 are n/a for a class without examples in this split.", "",
+            _markdown_table(header, rows), ""]
+
+
+def _relative_figure_path(figure: "str | os.PathLike[str]", report_dir: str) -> str:
+    figure = os.fspath(figure)
+    if os.path.isabs(figure) or os.path.exists(figure):
+        return os.path.relpath(os.path.abspath(figure), os.path.abspath(report_dir or ".")).replace(os.sep, "/")
+    return figure.replace(os.sep, "/")
+
+
+def write_report(
+    path: "str | os.PathLike[str]",
+    *,
+    title: str,
+    config_text: str,
+    metrics: Mapping[str, Mapping],
+    imbalance: Mapping,
+    class_counts: Mapping[str, Sequence[int]],
+    figures: Sequence["str | os.PathLike[str]"],
+    wall_time_s: float,
+    command: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
+) -> None:
+    """Writes the run's Markdown report (report.md).
+
+    Sections: summary (headline metrics of the "test" split, else the last split; command; wall
+    time), class distribution per split (images, K, IR, BD, m and the per-class counts), the
+    metrics table (scalar metrics × splits), per-class precision/recall/F1 of the "test" split (else
+    the last split) with train and split image counts, the figures, and the configuration text.
+
+    Args:
+      path: the report file; its folder is created if needed.
+      title: report heading.
+      config_text: the configuration as text (e.g. `str(config)`), shown verbatim.
+      metrics: split name -> metrics dict (`classification_metrics` output, plus any scalars).
+      imbalance: split name -> `imbalance_statistics` dict, or a single such dict, which is taken
+        to describe the "train" split. Splits of `class_counts` without an entry are computed here.
+      class_counts: split name -> images per class.
+      figures: image paths. Absolute paths, and relative paths that exist from the current
+        directory, are rewritten relative to the report's folder; other relative paths are taken
+        to be relative to the report already.
+      wall_time_s: run wall-clock time in seconds.
+      command: the command line that produced the run, if known.
+      class_names: optional names of the classes (default: class indices).
+    """
+    if not isinstance(metrics, Mapping) or not isinstance(class_counts, Mapping) or not isinstance(imbalance, Mapping):
+        raise ValueError("metrics, imbalance and class_counts must be mappings (see the docstring).")
+    path = os.fspath(path)
+    report_dir = os.path.dirname(path)
+    stats = _split_statistics(imbalance, class_counts)
+    num_classes = max([len(list(c)) for c in class_counts.values()] +
+                      [len(v.get("per_class_precision", []) or []) for v in metrics.values()] + [0])
+    names = [str(n) for n in class_names] if class_names is not None else []
+    names += [str(k) for k in range(len(names), num_classes)]
+    main_split = "test" if "test" in metrics else (list(metrics)[-1] if metrics else None)
+
+    lines = [f"# {title}", "", "## Summary", ""]
+    if main_split is not None:
+        headline = metrics[main_split]
+        parts = [f"{key.replace('_', ' ')} {_format_value(headline[key])}"
+                 for key in ("accuracy", "balanced_accuracy", "macro_f1", "minority_f1") if key in headline]
+        if parts:
+            lines.append(f"- {main_split}: " + ", ".join(parts))
+    lines.append(f"- wall time: {_format_duration(wall_time_s)}")
+    if command is not None:
+        lines += [f"- command: `{command}`"]
+    lines.append("")
+    lines += _class_count_section(class_counts, stats, names)
+    if metrics:
+        splits, metric_names, cells = _scalar_rows(metrics)
+        lines += ["## Metrics", "",
+                  _markdown_table(["metric", *splits], [[n, *row] for n, row in zip(metric_names, cells)]), ""]
+        lines += _per_class_section(metrics, main_split, names, class_counts)
+    if figures:
+        lines += ["## Figures", ""]
+        for figure in figures:
+            relative = _relative_figure_path(figure, report_dir)
+            caption = os.path.splitext(os.path.basename(relative))[0]
+            lines += [f"![{caption}]({relative})", ""]
+    lines += ["## Configuration", "", "```", config_text.rstrip("\n"), "```", ""]
+
+    if report_dir:
+        os.makedirs(report_dir, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))

@@ -1,0 +1,230 @@
+"""Shared distance, mask and reduction helpers for the loss kernels.
+
+Everything here is a pure function over arrays (no Flax, no config objects) and is safe
+under ``jit``/``grad``/``vmap``. The numerically delicate spots (``sqrt`` at 0, norms of zero
+vectors, empty means) use the "double-where" trick so that the *backward* pass is finite too:
+the unsafe branch is fed a harmless dummy value, and the result is selected afterwards.
+
+Conventions used by every kernel in ``imbalance_jax.losses``:
+
+* ``embeddings`` float[B, D], ``labels`` int[B], ``valid`` bool[B] or ``None`` (all valid).
+  Invalid rows are padding and take part in nothing.
+* Pair masks are [B, B] booleans; ``mask[i, j]`` is True when the pair (i, j) is selected.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+METRICS: tuple[str, ...] = ("l1", "l2", "sq_l2", "cosine")
+
+# Norms at or below this are treated as 0 by ``l2_normalize``.
+_NORMALIZE_EPS = 1e-12
+
+# Full-precision dot products: the ``|x|^2 + |y|^2 - 2 x.y`` expansion cancels badly in TF32/bf16.
+_PRECISION = jax.lax.Precision.HIGHEST
+
+
+def check_metric(metric: str, allowed: Sequence[str] = METRICS, *, name: str = "metric") -> None:
+    """Raises ValueError unless ``metric`` is one of ``allowed``."""
+    if metric not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {metric!r}.")
+
+
+def safe_sqrt(x: Array) -> Array:
+    """``sqrt(max(x, 0))`` whose gradient is 0 (not inf/NaN) where ``x <= 0``."""
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+
+
+def safe_norm(x: Array, axis: int = -1, ord: int = 2, keepdims: bool = False) -> Array:
+    """L1 (``ord=1``) or L2 (``ord=2``) norm along ``axis``; gradient 0 at the zero vector."""
+    if ord == 1:
+        return jnp.sum(jnp.abs(x), axis=axis, keepdims=keepdims)
+    if ord == 2:
+        return safe_sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims))
+    raise ValueError(f"ord must be one of (1, 2), got {ord!r}.")
+
+
+def l2_normalize(x: Array, axis: int = -1, eps: float = _NORMALIZE_EPS) -> Array:
+    """``x / ||x||_2`` along ``axis``, NaN-free at 0.
+
+    Vectors with norm <= ``eps`` are divided by 1 instead (double-where), so the zero vector maps
+    to zero with a bounded (identity) gradient instead of a 1/eps blow-up.
+    """
+    norm = safe_norm(x, axis=axis, keepdims=True)
+    big = norm > eps
+    return x / jnp.where(big, norm, jnp.ones_like(norm))
+
+
+def _squared_l2(x: Array, y: Array) -> Array:
+    """[B, B'] squared Euclidean distances by the matmul expansion (O(B B') memory), clipped at 0."""
+    xx = jnp.sum(jnp.square(x), axis=-1)
+    yy = jnp.sum(jnp.square(y), axis=-1)
+    xy = jnp.matmul(x, y.T, precision=_PRECISION)
+    return jnp.maximum(xx[:, None] + yy[None, :] - 2.0 * xy, 0.0)
+
+
+def _l1(x: Array, y: Array) -> Array:
+    """[B, B'] L1 distances. Uses a broadcast [B, B', D] difference that XLA fuses into the sum."""
+    return jnp.sum(jnp.abs(x[:, None, :] - y[None, :, :]), axis=-1)
+
+
+def pairwise_distances(x: Array, y: Optional[Array] = None, *, metric: str = "l2") -> Array:
+    """Pairwise distance matrix ``D[i, j] = d(x_i, y_j)`` of shape [B, B'].
+
+    Args:
+      x: float[B, D].
+      y: float[B', D]; ``None`` means ``y = x``, and then the diagonal is exactly 0 for every metric.
+      metric: "l1" (sum |x - y|), "l2" (Euclidean), "sq_l2" (squared Euclidean) or
+        "cosine" (1 - cos(x, y); a zero vector has cosine 0 with everything).
+
+    Gradients are finite everywhere, including coinciding points and zero vectors.
+    """
+    check_metric(metric)
+    chex.assert_rank(x, 2)
+    chex.assert_type(x, float)
+    same = y is None
+    if same:
+        y = x
+    else:
+        chex.assert_rank(y, 2)
+        chex.assert_type(y, float)
+        chex.assert_equal_shape_suffix([x, y], 1)
+
+    if metric == "l1":
+        dist = _l1(x, y)
+    elif metric == "cosine":
+        dist = 1.0 - jnp.matmul(l2_normalize(x), l2_normalize(y).T, precision=_PRECISION)
+    else:
+        dist = _squared_l2(x, y)
+        if same:  # zero the diagonal *before* the sqrt so its gradient is exactly 0 too
+            dist = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, dist)
+        if metric == "l2":
+            dist = safe_sqrt(dist)
+    if same:
+        dist = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, dist)
+    return dist
+
+
+# --------------------------------------------------------------------------------------------
+# Validity, masks and reductions
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_valid(valid: Optional[Array], batch_size: int) -> Array:
+    """Returns ``valid`` as bool[B]; ``None`` means every row is valid."""
+    if valid is None:
+        return jnp.ones((batch_size,), dtype=bool)
+    return jnp.asarray(valid, dtype=bool)
+
+
+def check_embeddings_labels_valid(
+    embeddings: Array, labels: Array, valid: Optional[Array] = None
+) -> None:
+    """chex-asserts the standard kernel inputs: float[B, D], int[B], bool[B] | None."""
+    chex.assert_rank(embeddings, 2)
+    chex.assert_type(embeddings, float)
+    chex.assert_rank(labels, 1)
+    chex.assert_type(labels, int)
+    chex.assert_equal_shape_prefix([embeddings, labels], 1)
+    if valid is not None:
+        chex.assert_rank(valid, 1)
+        chex.assert_type(valid, bool)
+        chex.assert_equal_shape_prefix([embeddings, valid], 1)
+
+
+def same_class_mask(labels: Array) -> Array:
+    """bool[B, B]: ``labels[i] == labels[j]`` (diagonal included)."""
+    return labels[:, None] == labels[None, :]
+
+
+def different_class_mask(labels: Array) -> Array:
+    """bool[B, B]: ``labels[i] != labels[j]``."""
+    return labels[:, None] != labels[None, :]
+
+
+def valid_pair_mask(valid: Array) -> Array:
+    """bool[B, B]: both rows valid."""
+    return valid[:, None] & valid[None, :]
+
+
+def pair_mask(
+    labels: Array,
+    valid: Optional[Array] = None,
+    *,
+    same: Optional[bool],
+    include_diagonal: bool = False,
+    upper_triangle: bool = False,
+) -> Array:
+    """bool[B, B] mask of selected pairs (i, j).
+
+    Args:
+      labels: int[B].
+      valid: bool[B] or None; pairs touching an invalid row are never selected.
+      same: True -> same-class pairs, False -> different-class pairs, None -> any labels.
+      include_diagonal: whether the self pairs (i, i) may be selected.
+      upper_triangle: keep only i < j (or i <= j with ``include_diagonal``), i.e. unordered pairs.
+    """
+    n = labels.shape[0]
+    valid = resolve_valid(valid, n)
+    mask = valid_pair_mask(valid)
+    if same is True:
+        mask &= same_class_mask(labels)
+    elif same is False:
+        mask &= different_class_mask(labels)
+    elif same is not None:
+        raise ValueError(f"same must be one of (True, False, None), got {same!r}.")
+    k = 0 if include_diagonal else 1
+    if upper_triangle:
+        mask &= jnp.triu(jnp.ones((n, n), dtype=bool), k=k)
+    elif not include_diagonal:
+        mask &= ~jnp.eye(n, dtype=bool)
+    return mask
+
+
+def anchor_positive_mask(labels: Array, valid: Optional[Array] = None) -> Array:
+    """bool[B, B]: (a, p) with ``a != p``, same label, both valid (ordered pairs)."""
+    return pair_mask(labels, valid, same=True, include_diagonal=False)
+
+
+def anchor_negative_mask(labels: Array, valid: Optional[Array] = None) -> Array:
+    """bool[B, B]: (a, n) with different labels, both valid (ordered pairs)."""
+    return pair_mask(labels, valid, same=False, include_diagonal=True)
+
+
+def triplet_mask(labels: Array, valid: Optional[Array] = None) -> Array:
+    """bool[B, B, B] mask ``[a, p, n]`` of valid triplets. O(B^3): reference/tests only."""
+    ap = anchor_positive_mask(labels, valid)
+    an = anchor_negative_mask(labels, valid)
+    return ap[:, :, None] & an[:, None, :]
+
+
+def safe_mean(values: Array, mask: Array) -> Array:
+    """``sum(values[mask]) / max(count, 1)``: 0 with zero gradient when ``mask`` is empty.
+
+    Masked-out entries are removed with ``where`` (not multiplied by 0), so inf/NaN there cannot
+    leak into the result.
+    """
+    mask = jnp.broadcast_to(mask, values.shape)
+    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
+    count = jnp.sum(mask.astype(values.dtype))
+    return total / jnp.maximum(count, 1.0)
+
+
+def gather_global_batch(axis_name: Optional[str], *arrays: Array) -> tuple[Array, ...]:
+    """All-gathers each array along its leading axis over ``axis_name`` (tiled).
+
+    With ``axis_name=None`` the arrays are returned unchanged. Inside ``jax.shard_map`` with the
+    batch sharded over ``axis_name``, every device then sees the global batch, so a pair/triplet
+    kernel gives the same value as a single call on the concatenated batch.
+    """
+    if axis_name is None:
+        return tuple(arrays)
+    return tuple(jax.lax.all_gather(a, axis_name, tiled=True) for a in arrays)

@@ -1,0 +1,43 @@
+"""Entry point: ``python -m imbalance_jax.main --config=configs/default.py --workdir=runs/x``.
+
+Any config field can be overridden, e.g. ``--config.num_epochs=2 --config.loss.aux.asl.weight=0``.
+Multi-host: set ``--config.multi_host=True`` (or run under a cluster launcher that jax.distributed
+auto-detects); ``jax.distributed.initialize()`` is called before anything touches the devices.
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and the report.")
+config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import jax
+    import tensorflow as tf
+
+    # tf.data only feeds the pipeline: keep TensorFlow off any accelerator JAX uses.
+    tf.config.set_visible_devices([], "GPU")
+    if FLAGS.config.get("multi_host", False):
+        jax.distributed.initialize()
+    from imbalance_jax import train
+    from imbalance_jax.config_validation import ConfigError
+    from imbalance_jax.data import DatasetError
+
+    logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+    try:
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (ConfigError, DatasetError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,99 @@
+"""The classifier wrapper: backbone -> dropout -> projection head -> classifier, returning named features.
+
+Call convention (big_vision style)::
+
+    variables = model.init({"params": k1, "dropout": k2}, images, train=False)
+    (logits, features), new_state = model.apply(
+        variables, images, train=True, rngs={"dropout": k}, mutable=["batch_stats"])
+    logits, features = model.apply(variables, images, train=False)
+
+``features`` (all float32):
+  "backbone"         pooled backbone output [B, F], before dropout;
+  "head_0".."head_{k-1}"  each projection-head Dense output (activated, except the last, linear);
+  "head_last"        the last head layer, or "backbone" when there is no head;
+  "classifier_input" exactly what the classifier reads: head_last (with dropout applied when there
+                     is no head), passed through BatchNorm for the affinity classifier.
+Logits are float32 [B, num_classes] whatever the compute dtype. The projection head and the
+classifier always compute in float32 (they are tiny and feed the losses); only the backbone uses
+``dtype``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from imbalance_jax.models.common import batch_norm, check_images
+from imbalance_jax.models.heads import CosineClassifier, ProjectionHead
+
+CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear")
+
+
+class ImageClassifier(nn.Module):
+    """Backbone + optional Dense projection head + linear / cosine / affinity classifier.
+
+    Parameter names: "backbone", "head" (when head_widths is non-empty), "classifier" (the Dense,
+    the cosine classifier or the AffinityHead, whose prototypes the affinity loss reads) and, for the
+    affinity classifier, "classifier_norm" (the BatchNorm on its input features).
+    """
+
+    backbone: nn.Module
+    num_classes: int
+    head_widths: Sequence[int] = ()
+    head_activation: str = "relu"
+    dropout: float = 0.0
+    classifier: str = "linear"
+    cosine_scale: float = 16.0
+    affinity_num_centres: int = 1
+    affinity_sigma: float = 10.0
+    affinity_distance: str = "sq_l2"
+    affinity_similarity: str = "gaussian"
+
+    @nn.compact
+    def __call__(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+        check_images(images)
+        pooled = self.backbone(images, train=train).astype(jnp.float32)
+        features = {"backbone": pooled}
+        x = pooled
+        if self.dropout > 0.0:
+            x = nn.Dropout(rate=self.dropout, deterministic=not train, name="dropout")(x)
+        if self.head_widths:
+            outputs = ProjectionHead(tuple(self.head_widths), self.head_activation,
+                                     name="head")(x)
+            for i, out in enumerate(outputs):
+                features[f"head_{i}"] = out
+            x = outputs[-1]
+        features["head_last"] = features[f"head_{len(self.head_widths) - 1}"] \
+            if self.head_widths else pooled
+        x = self._classifier_input(x, train)
+        features["classifier_input"] = x
+        logits = self._logits(x)
+        return logits.astype(jnp.float32), features
+
+    def _classifier_input(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.classifier == "affinity":
+            # Hayat et al.: features -> BatchNorm -> affinity layer.
+            return batch_norm(train, jnp.float32)(name="classifier_norm")(x)
+        return x
+
+    def _logits(self, x: jax.Array) -> jax.Array:
+        if self.classifier == "linear":
+            return nn.Dense(self.num_classes, name="classifier")(x)
+        if self.classifier == "cosine":
+            return CosineClassifier(self.num_classes, self.cosine_scale, name="classifier")(x)
+        if self.classifier == "affinity":
+            # Imported here so the models package works without the affinity head module.
+            from imbalance_jax.models.affinity_head import AffinityHead
+
+            return AffinityHead(
+                self.num_classes,
+                num_centres=self.affinity_num_centres,
+                sigma=self.affinity_sigma,
+                distance=self.affinity_distance,
+                similarity=self.affinity_similarity,
+                name="classifier",
+            )(x)
+        raise ValueError(
+            f"config.model.classifier must be one of {list(CLASSIFIERS)}, got {self.classifier!r}.")
