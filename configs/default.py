@@ -13,7 +13,7 @@ from imbalance_jax.objectives import aux_loss_config
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
-    config.num_epochs = 40
+    config.num_epochs = 60
     config.batch_size = 32  # global batch, split over the devices of the ('data',) mesh
     config.eval_batch_size = 128
     config.num_devices = 0  # 0 = every local device
@@ -35,7 +35,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.imbalance.fraction = 1.0  # step profile: fraction of n_max kept for the minority classes
     config.data.imbalance.counts = ()  # counts profile: explicit per-class counts
     config.data.label_noise = 0.0  # symmetric noise rate on the training labels
-    config.data.sampler = "random"  # random | class_balanced | square_root | progressive
+    config.data.sampler = "class_balanced"  # random | class_balanced | square_root | progressive
     config.data.augment = ml_collections.ConfigDict()
     config.data.augment.crop_padding = 0
     config.data.augment.flip = False

@@ -21,6 +21,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # orbax logs every checkpoint operation at INFO through absl; keep the console for the run itself.
+    logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname
+                                         or record.levelno >= logging.converter.STANDARD_WARNING)
     import jax
     import tensorflow as tf
 

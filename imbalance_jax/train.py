@@ -195,12 +195,13 @@ def initial_state(exp: Experiment) -> TrainState:
     rng = jax.random.PRNGKey(int(exp.config.seed))
     init_rng, dropout_rng, state_rng = jax.random.split(rng, 3)
     dummy = jnp.zeros((1,) + exp.splits.image_shape, jnp.float32)
+    class_weights = jnp.asarray(exp.weighting.weights(0))
 
     def init():
         variables = exp.model.init({"params": init_rng, "dropout": dropout_rng}, dummy, train=False)
         return TrainState.create(apply_fn=exp.model.apply, params=variables["params"], tx=exp.tx,
                                  batch_stats=variables.get("batch_stats", {}), rng=state_rng,
-                                 class_weights=jnp.asarray(exp.weighting.weights(0)))
+                                 class_weights=class_weights)
 
     return jax.jit(init, out_shardings=exp.replicated)()
 

@@ -133,6 +133,12 @@ def test_shot_groups_on_hand_made_example():
     assert custom["medium_shot_accuracy"] == pytest.approx(1.0)
     assert custom["few_shot_accuracy"] == pytest.approx((0.5 + 0.0 + 0.75) / 3)
 
+    # A few-shot class without test examples is left out of the group mean (its recall is undefined).
+    padded = np.pad(conf, ((0, 1), (0, 1)))
+    with_absent = classification_metrics(padded, train + [5])
+    assert with_absent["few_shot_accuracy"] == pytest.approx(0.75)
+    assert with_absent["balanced_accuracy"] == pytest.approx(got["balanced_accuracy"])
+
     none_few = classification_metrics(conf, [500] * 5)
     assert none_few["few_shot_accuracy"] is None and none_few["medium_shot_accuracy"] is None
     assert none_few["minority_f1"] is None  # balanced training set: no minority class
@@ -312,3 +318,19 @@ def test_write_report_contains_metrics_counts_and_figures(tmp_path):
     assert "![embedding_test](embedding_test.png)" in text
     assert "seed: 0" in text and "--config=configs/digits.py" in text
     assert "1:02:03.5" in text
+
+
+def test_confusion_matrix_on_batch_sharded_over_devices():
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    devices = np.array(jax.devices())
+    mesh = Mesh(devices, ("data",))
+    rng = np.random.default_rng(5)
+    batch = 8 * len(devices)
+    labels, preds = rng.integers(0, 4, batch), rng.integers(0, 4, batch)
+    valid = np.arange(batch) < batch - 3  # padded tail
+    sharding = NamedSharding(mesh, P("data"))
+    args = [jax.device_put(jnp.asarray(a), sharding) for a in (labels, preds, valid)]
+    got = jax.jit(confusion_matrix, static_argnums=2)(args[0], args[1], 4, args[2])
+    expected = skm.confusion_matrix(labels[valid], preds[valid], labels=range(4))
+    np.testing.assert_array_equal(got, expected)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from imbalance_jax.losses import weighting as W
 
-SETTINGS = settings(max_examples=20, deadline=None)
+SETTINGS = settings(max_examples=12, deadline=None)
 
 
 # ---------------------------------------------------------------- numpy float64 loop references

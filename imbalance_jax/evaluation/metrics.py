@@ -63,7 +63,7 @@ def confusion_matrix(
         if valid.shape != labels.shape:
             raise ValueError(f"valid must have the shape of labels {labels.shape}, got {valid.shape}.")
         keep = valid.astype(bool)
-    keep = keep & (labels >= 0) & (labels < num_classes) & (predictions < num_classes)
+    keep = keep & (labels >= 0) & (labels < num_classes) & (predictions >= 0) & (predictions < num_classes)
     # Ignored rows scatter a 0 into cell (0, 0), so indices stay in bounds and nothing is counted.
     rows = jnp.where(keep, labels, 0).astype(jnp.int32)
     cols = jnp.where(keep, predictions, 0).astype(jnp.int32)

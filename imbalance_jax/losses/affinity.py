@@ -1,11 +1,13 @@
 """Gaussian-affinity max-margin loss with the diversity regulariser (Hayat et al., ICCV 2019).
 
-Formulas as written out in DESIGN.md §3.2 (the paper's equations are images in our copy):
+Formulas as written out in DESIGN.md §3.2 (the paper's equations are images in our copy; equation
+numbers below are the ones the paper's text refers to, Sec. 3.2):
 
-* Eq. (3) similarity: ``s_ij = max_t exp(−d(f_i, w_j^t) / σ)``, ``d`` = squared L2 by default,
-  max over the ``m`` prototypes of class ``j``; prototypes have shape [C, m, D].
-* Eq. (4) max-margin loss: ``L_mm = mean_i Σ_{j≠y_i} max(0, λ + s_ij − s_{i,y_i})``.
-* Eq. (5)/(6) diversity regulariser over all ``K = C·m`` prototypes, pairs ``k < l``:
+* Eq. (3) similarity: ``s_ij = exp(−d(f_i, w_j) / σ)``, ``d`` = squared L2 by default; multi-centre
+  form (same section): ``s_ij = max_t exp(−d(f_i, w_j^t) / σ)`` over the ``m`` prototypes of class
+  ``j``; prototypes have shape [C, m, D].
+* Max-margin loss (Eq. 6): ``L_mm = mean_i Σ_{j≠y_i} max(0, λ + s_ij − s_{i,y_i})``.
+* Diversity regulariser (equation following Eq. 6), over all ``K = C·m`` prototypes, pairs ``k < l``:
   ``d_kl = ‖w_k − w_l‖²``, ``μ = mean d_kl``, ``R = mean (d_kl − μ)²``.
 * Total ``L = L_mm + γ·R`` (γ = ``diversity_weight`` = 1). Prediction = ``argmax_j s_ij``.
 
@@ -58,7 +60,7 @@ def affinity_similarity(
     distance: str = "sq_l2",
     similarity: str = "gaussian",
 ) -> Array:
-    """Class similarities ``s[B, C]`` of features [B, D] to prototypes [C, m, D] (paper Eq. 3).
+    """Class similarities ``s[B, C]`` of features [B, D] to prototypes [C, m, D] (paper Eq. 3, multi-centre).
 
     ``gaussian``: ``max_t exp(−d(f_i, w_j^t) / σ)``; ``inverse``: ``max_t 1 / (1 + d(f_i, w_j^t))``.
     Values lie in (0, 1]; gradients are finite for features equal to prototypes.
@@ -83,7 +85,7 @@ def affinity_similarity(
 
 
 def diversity_regularizer(prototypes: Array) -> Array:
-    """Diversity regulariser (paper Eqs. 5–6): variance of squared distances over prototype pairs.
+    """Diversity regulariser (paper Sec. 3.2): variance of squared distances over prototype pairs.
 
     Accepts [C, m, D] (all ``K = C·m`` prototypes are pooled, as for the multi-centre case in the
     paper) or [K, D]. Pairs ``k < l``; ``R = mean (d_kl − mean d)²``; ``K = 1`` ⇒ 0 with zero gradient.

@@ -94,7 +94,7 @@ def softmax_cross_entropy(
     """(Weighted) softmax cross-entropy ``mean_i w_{y_i}·(−log softmax(z_i)_{y_i})``.
 
     With ``class_weights`` from :mod:`imbalance_jax.losses.weighting` this is weighted CE
-    (inverse frequency), class-balanced CE (Cui et al. 2019, Eq. 4 with softmax) or CDB-CE.
+    (inverse frequency), class-balanced softmax CE (Cui et al. 2019) or CDB-CE.
     """
     logits, labels, valid = _prepare(logits, labels, valid)
     _check_per_class(class_weights, logits.shape[-1], "class_weights")
@@ -136,7 +136,7 @@ def focal_loss(
 
 
 def ldam_margins(class_counts: Array, max_margin: float = 0.5) -> Array:
-    """LDAM margins, Cao et al. (NeurIPS 2019) Eq. (12): ``Δ_c ∝ n_c^{−1/4}``, rescaled so max = ``max_margin``.
+    """LDAM margins ``Δ_c = K / n_c^{1/4}`` (Cao et al., NeurIPS 2019, Eq. 13), ``K`` set so max Δ = ``max_margin``.
 
     Counts are clipped to >= 1 (a class without samples gets the largest margin, ``max_margin``).
     """

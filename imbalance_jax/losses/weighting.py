@@ -53,7 +53,7 @@ def _check_beta(beta: float) -> None:
 
 
 def class_balanced_weights(class_counts: ArrayLike, *, beta: float = 0.9999) -> Array:
-    """Class-balanced weights of Cui et al. (CVPR 2019), Eq. (3)/(4): ``w_c ∝ (1 − β) / (1 − β^{n_c})``.
+    """Class-balanced weights of Cui et al. (CVPR 2019): ``w_c ∝ 1 / E_{n_c} = (1 − β) / (1 − β^{n_c})``.
 
     ``1 − β^n`` is evaluated as ``−expm1(n·log β)`` for accuracy in float32. Since the weights are
     normalised to sum C, the constant ``1 − β`` cancels; ``β = 1`` uses the limit ``w_c ∝ 1/n_c``
@@ -80,8 +80,8 @@ def cdb_weights(class_accuracy: ArrayLike, *, tau: Union[str, float] = "dynamic"
     (``A_c = 1``) gets weight 0 whenever ``τ > 0`` (the dynamic τ is always > 0), exactly as
     ``numpy`` ``0 ** τ`` in the reference; with ``τ = 0`` every weight is ``d^0 = 1`` (``0^0 = 1``,
     as numpy). If every class is perfect the reference divides 0 by 0; here the weights are uniform
-    (all ones). Accuracies are clipped to ``[0, 1]``. Deviation: the CDB reference code uses
-    ``0.01`` instead of ``1e-4`` in Eq. (2); we follow the TriCDB paper.
+    (all ones). Accuracies are clipped to ``[0, 1]``. Deviation: the CDB reference code computes
+    ``τ = sigmoid(max A / (min A + 0.01))`` (0.01 and no ``− 1``); we follow the TriCDB paper's Eq. (2).
     """
     accuracy = jnp.asarray(class_accuracy)
     chex.assert_rank(accuracy, 1)
@@ -108,7 +108,7 @@ def cdb_weights(class_accuracy: ArrayLike, *, tau: Union[str, float] = "dynamic"
 def drw_weights(
     epoch: Union[int, Array], class_counts: ArrayLike, *, start_epoch: int, beta: float = 0.9999
 ) -> Array:
-    """Deferred re-weighting (Cao et al., NeurIPS 2019, Sec. 3.2 / Alg. 1).
+    """Deferred re-weighting (DRW; Cao et al., NeurIPS 2019, Algorithm 1).
 
     Uniform weights (all ones) while ``epoch < start_epoch``; class-balanced weights
     (:func:`class_balanced_weights` with ``beta``) from ``start_epoch`` on. ``epoch`` may be traced.

@@ -1,0 +1,248 @@
+"""Tests for imbalance_jax.losses.distances: distances, safe norms, masks, reductions, gathering."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from imbalance_jax.losses import distances as dist_lib
+from imbalance_jax.losses.distances import (
+    METRICS,
+    check_embeddings_labels_valid,
+    gather_global_batch,
+    l2_normalize,
+    pair_mask,
+    pairwise_distances,
+    resolve_valid,
+    safe_mean,
+    safe_norm,
+    safe_sqrt,
+)
+
+
+def _loop_distances(x: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    """Plain-Python float64 reference."""
+    out = np.zeros((len(x), len(y)))
+    for i, a in enumerate(x):
+        for j, b in enumerate(y):
+            if metric == "l1":
+                out[i, j] = sum(abs(u - v) for u, v in zip(a, b))
+            elif metric == "sq_l2":
+                out[i, j] = sum((u - v) ** 2 for u, v in zip(a, b))
+            elif metric == "l2":
+                out[i, j] = sum((u - v) ** 2 for u, v in zip(a, b)) ** 0.5
+            else:
+                na, nb = np.linalg.norm(a), np.linalg.norm(b)
+                cos = 0.0 if na == 0 or nb == 0 else float(np.dot(a, b) / (na * nb))
+                out[i, j] = 1.0 - cos
+    return out
+
+
+def _degenerate_points(kind: str, n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "zeros":
+        return np.zeros((n, d), np.float32)
+    if kind == "identical":
+        return np.repeat(rng.normal(size=(1, d)), n, axis=0).astype(np.float32)
+    if kind == "duplicates":  # a few distinct points, repeated, plus a zero row
+        pts = rng.integers(-1, 2, size=(n, d)).astype(np.float32)
+        pts[0] = 0.0
+        return pts
+    return rng.normal(size=(n, d)).astype(np.float32)
+
+
+POINT_KINDS = ["zeros", "identical", "duplicates", "random"]
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_pairwise_matches_loop_float64(metric):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4))
+    y = rng.normal(size=(3, 4))
+    y[0] = 0.0
+    with jax.enable_x64(True):
+        got = pairwise_distances(jnp.asarray(x), jnp.asarray(y), metric=metric)
+        np.testing.assert_allclose(np.asarray(got), _loop_distances(x, y, metric), atol=1e-10)
+        got_self = pairwise_distances(jnp.asarray(x), metric=metric)
+        np.testing.assert_allclose(np.asarray(got_self), _loop_distances(x, x, metric), atol=1e-10)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_pairwise_float32_close_to_float64_loop(metric):
+    x = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    got = pairwise_distances(jnp.asarray(x), jnp.asarray(x[::-1]), metric=metric)
+    assert got.dtype == jnp.float32
+    want = _loop_distances(x.astype(np.float64), x[::-1].astype(np.float64), metric)
+    # x and x[::-1] share a row: "l2" there is sqrt(float32 rounding of the expansion) ~ 3e-4.
+    atol = 1e-3 if metric == "l2" else 2e-5
+    np.testing.assert_allclose(np.asarray(got), want, atol=atol, rtol=1e-5)
+
+
+def test_pairwise_hand_example():
+    x = jnp.array([[0.0, 0.0], [3.0, 4.0]])
+    y = jnp.array([[3.0, 0.0]])
+    np.testing.assert_allclose(pairwise_distances(x, y, metric="l1"), [[3.0], [4.0]])
+    np.testing.assert_allclose(pairwise_distances(x, y, metric="l2"), [[3.0], [4.0]])
+    np.testing.assert_allclose(pairwise_distances(x, y, metric="sq_l2"), [[9.0], [16.0]])
+    np.testing.assert_allclose(pairwise_distances(x, y, metric="cosine"), [[1.0], [0.4]], atol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    kind=st.sampled_from(POINT_KINDS),
+    n=st.integers(1, 5),
+    d=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+    metric=st.sampled_from(METRICS),
+)
+def test_pairwise_degenerate_finite_and_zero_diagonal(kind, n, d, seed, metric):
+    x = jnp.asarray(_degenerate_points(kind, n, d, seed))
+    dist = pairwise_distances(x, metric=metric)
+    assert np.all(np.diag(np.asarray(dist)) == 0.0)
+    assert np.all(np.isfinite(dist)) and np.all(np.asarray(dist) >= -1e-6)
+    w = jnp.asarray(np.random.default_rng(seed).normal(size=(n, n)).astype(np.float32))
+    grad_self = jax.grad(lambda a: jnp.sum(w * pairwise_distances(a, metric=metric)))(x)
+    grad_pair = jax.grad(lambda a: jnp.sum(w * pairwise_distances(a, a[::-1], metric=metric)))(x)
+    assert np.all(np.isfinite(grad_self)) and np.all(np.isfinite(grad_pair))
+
+
+def test_pairwise_grad_zero_where_points_coincide():
+    # d/dx ||x - y|| is undefined at x = y; the safe version gives the zero subgradient.
+    x = jnp.array([[1.0, 2.0], [1.0, 2.0]])
+    for metric in ("l2", "sq_l2"):
+        g = jax.grad(lambda a: pairwise_distances(a, metric=metric).sum())(x)
+        np.testing.assert_array_equal(g, 0.0)
+
+
+def test_pairwise_bad_metric():
+    with pytest.raises(ValueError, match="metric must be one of"):
+        pairwise_distances(jnp.ones((2, 2)), metric="euclid")
+
+
+def test_pairwise_vmap_and_jit():
+    x = jnp.asarray(np.random.default_rng(2).normal(size=(3, 4, 2)).astype(np.float32))
+    for metric in METRICS:
+        f = functools.partial(pairwise_distances, metric=metric)
+        batched = jax.vmap(f)(x)
+        chex.assert_shape(batched, (3, 4, 4))
+        for i in range(3):
+            np.testing.assert_allclose(batched[i], f(x[i]), atol=1e-6)
+            np.testing.assert_allclose(jax.jit(f)(x[i]), f(x[i]), atol=1e-6)
+
+
+def test_safe_sqrt_and_safe_norm():
+    v = jnp.array([0.0, 4.0, -1.0])
+    np.testing.assert_allclose(safe_sqrt(v), [0.0, 2.0, 0.0])
+    np.testing.assert_allclose(jax.grad(lambda a: safe_sqrt(a).sum())(v), [0.0, 0.25, 0.0])
+    x = jnp.array([[0.0, 0.0], [3.0, -4.0]])
+    np.testing.assert_allclose(safe_norm(x, ord=2), [0.0, 5.0])
+    np.testing.assert_allclose(safe_norm(x, ord=1), [0.0, 7.0])
+    g = jax.grad(lambda a: safe_norm(a).sum())(x)
+    np.testing.assert_allclose(g, [[0.0, 0.0], [0.6, -0.8]], atol=1e-6)
+    with pytest.raises(ValueError, match="ord must be one of"):
+        safe_norm(x, ord=3)
+
+
+def test_l2_normalize_nan_free_at_zero():
+    x = jnp.array([[0.0, 0.0], [3.0, 4.0], [1e-30, 0.0]])
+    y = l2_normalize(x)
+    np.testing.assert_allclose(y[:2], [[0.0, 0.0], [0.6, 0.8]], atol=1e-6)
+    g = jax.jacobian(lambda a: l2_normalize(a).sum())(x)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
+
+
+def test_masks_against_loops():
+    labels = np.array([0, 1, 0, 2, 1])
+    valid = np.array([True, True, False, True, True])
+    n = len(labels)
+    for same in (True, False, None):
+        for diag in (True, False):
+            for upper in (True, False):
+                got = np.asarray(
+                    pair_mask(jnp.asarray(labels), jnp.asarray(valid), same=same,
+                              include_diagonal=diag, upper_triangle=upper)
+                )
+                for i in range(n):
+                    for j in range(n):
+                        want = valid[i] and valid[j]
+                        want &= same is None or (labels[i] == labels[j]) == same
+                        want &= (i < j or (diag and i == j)) if upper else (diag or i != j)
+                        assert got[i, j] == want, (same, diag, upper, i, j)
+    with pytest.raises(ValueError, match="same must be one of"):
+        pair_mask(jnp.asarray(labels), None, same="yes")
+
+
+def test_anchor_masks_and_triplet_mask():
+    labels = jnp.array([0, 0, 1])
+    valid = jnp.array([True, True, True])
+    ap = dist_lib.anchor_positive_mask(labels, valid)
+    an = dist_lib.anchor_negative_mask(labels, valid)
+    np.testing.assert_array_equal(ap, [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
+    np.testing.assert_array_equal(an, [[0, 0, 1], [0, 0, 1], [1, 1, 0]])
+    t = np.asarray(dist_lib.triplet_mask(labels, valid))
+    assert t.sum() == 2 and t[0, 1, 2] and t[1, 0, 2]
+
+
+def test_resolve_valid():
+    np.testing.assert_array_equal(resolve_valid(None, 3), [True, True, True])
+    out = resolve_valid(jnp.array([1, 0]), 2)
+    assert out.dtype == jnp.bool_
+    np.testing.assert_array_equal(out, [True, False])
+
+
+def test_safe_mean_empty_and_masked_nan():
+    values = jnp.array([1.0, 2.0, jnp.nan])
+    assert float(safe_mean(values, jnp.array([True, True, False]))) == 1.5
+    empty = jnp.zeros(3, bool)
+    assert float(safe_mean(jnp.ones(3), empty)) == 0.0
+    np.testing.assert_array_equal(jax.grad(lambda v: safe_mean(v, empty))(jnp.ones(3)), 0.0)
+    g = jax.grad(lambda v: safe_mean(v, jnp.array([True, False, True])))(jnp.ones(3))
+    np.testing.assert_allclose(g, [0.5, 0.0, 0.5])
+
+
+def test_check_embeddings_labels_valid_rejects_bad_inputs():
+    emb = jnp.ones((3, 2))
+    labels = jnp.array([0, 1, 2])
+    check_embeddings_labels_valid(emb, labels, None)
+    check_embeddings_labels_valid(emb, labels, jnp.ones(3, bool))
+    bad_calls = [
+        (jnp.ones((3,)), labels, None),                 # embeddings rank
+        (jnp.ones((3, 2), jnp.int32), labels, None),    # integer embeddings
+        (emb, labels.astype(jnp.float32), None),        # float labels
+        (emb, jnp.array([0, 1]), None),                 # batch mismatch
+        (emb, labels, jnp.ones(3)),                     # float valid
+        (emb, labels, jnp.ones(2, bool)),               # valid batch mismatch
+    ]
+    for args in bad_calls:
+        with pytest.raises(AssertionError):
+            check_embeddings_labels_valid(*args)
+
+
+def test_gather_global_batch_identity_without_axis():
+    a, b = jnp.ones(3), jnp.zeros(2)
+    out = gather_global_batch(None, a, b)
+    assert out[0] is a and out[1] is b
+
+
+def test_gather_global_batch_in_shard_map():
+    mesh = jax.make_mesh((4,), ("data",))
+    x = jnp.arange(8.0).reshape(8, 1)
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+
+    def body(local):
+        (full,) = gather_global_batch("data", local)
+        return jnp.sum(full * jnp.arange(8.0)[:, None] ** 2)
+
+    f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("data"), out_specs=P()))
+    with jax.set_mesh(mesh):
+        value = f(xs)
+        grad = np.asarray(jax.grad(f)(xs))
+    assert float(value) == float(jnp.sum(x[:, 0] * jnp.arange(8.0) ** 2))
+    np.testing.assert_allclose(grad[:, 0], np.arange(8.0) ** 2)

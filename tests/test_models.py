@@ -1,0 +1,326 @@
+"""Tests for imbalance_jax.models: registry, (logits, features) contract, heads, BN, dropout, dtypes.
+
+Big models are only traced (jax.eval_shape: shapes and parameter counts without compute);
+real forward passes use the small CNN and other tiny configurations.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from imbalance_jax.models import BACKBONES, CosineClassifier, create_model
+from imbalance_jax.models.cifar_resnet import option_a_shortcut
+from imbalance_jax.models.common import batch_norm
+
+# Pooled backbone width of every registered backbone at its default width.
+FEATURE_DIMS = {
+    "small_cnn": 64, "cnn4": 128,
+    "resnet20": 64, "resnet32": 64, "resnet56": 64,
+    "resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048,
+    "vgg16": 512, "vit_ti": 192, "vit_s": 384, "vit_b": 768,
+    "efficientnet_b0": 1280, "efficientnet_b1": 1280, "efficientnet_b2": 1408,
+    "efficientnet_b3": 1536,
+}
+WITHOUT_BATCHNORM = {"cnn4", "vit_ti", "vit_s", "vit_b"}
+INPUT_SHAPES = {"small_cnn": (2, 8, 8, 1), "cnn4": (2, 28, 28, 1)}  # others: (2, 32, 32, 3)
+
+KEY = jax.random.key(0)
+INIT_RNGS = {"params": jax.random.key(1), "dropout": jax.random.key(2)}
+
+
+def model_config(**fields) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(fields)
+
+
+def n_params(params) -> int:
+    return sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+
+
+def abstract_init(model, shape):
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    return jax.eval_shape(lambda x: model.init(INIT_RNGS, x, train=False), x)
+
+
+def images(shape, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def init(model, x):
+    """Real (jitted) init: one compilation instead of op-by-op dispatch."""
+    return jax.jit(lambda x: model.init(INIT_RNGS, x, train=False))(x)
+
+
+# ----------------------------------------------------------------------------- registry / contract
+def test_registry_lists_every_backbone():
+    assert set(BACKBONES) == set(FEATURE_DIMS)
+
+
+@pytest.mark.parametrize("name", sorted(FEATURE_DIMS))
+def test_backbone_contract_shapes(name):
+    """Every backbone: logits [B, C] float32, documented feature keys and shapes, train and eval."""
+    model = create_model(model_config(name=name, head_widths=(8, 2), dropout=0.1), 7)
+    shape = INPUT_SHAPES.get(name, (2, 32, 32, 3))
+    variables = abstract_init(model, shape)
+    assert ("batch_stats" in variables) == (name not in WITHOUT_BATCHNORM)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    (logits, feats), new_state = jax.eval_shape(
+        lambda v, x: model.apply(v, x, train=True, rngs={"dropout": KEY}, mutable=["batch_stats"]),
+        variables, x)
+    eval_logits, eval_feats = jax.eval_shape(lambda v, x: model.apply(v, x, train=False),
+                                             variables, x)
+    expected = {"backbone": (2, FEATURE_DIMS[name]), "head_0": (2, 8), "head_1": (2, 2),
+                "head_last": (2, 2), "classifier_input": (2, 2)}
+    for out_logits, out_feats in ((logits, feats), (eval_logits, eval_feats)):
+        assert out_logits.shape == (2, 7) and out_logits.dtype == jnp.float32
+        assert {k: v.shape for k, v in out_feats.items()} == expected
+        assert all(v.dtype == jnp.float32 for v in out_feats.values())
+    if name not in WITHOUT_BATCHNORM:
+        assert jax.tree_util.tree_structure(new_state["batch_stats"]) == \
+            jax.tree_util.tree_structure(variables["batch_stats"])
+
+
+# ------------------------------------------------------------------------------ parameter counts
+# Published counts (torchvision / timm / the ResNet paper); counted on abstract params only.
+PUBLISHED_PARAMS = [
+    ("resnet20", 10, 32, 0.27e6),  # He et al. 2016, Table 6
+    ("resnet32", 10, 32, 0.46e6),
+    ("resnet56", 10, 32, 0.85e6),
+    ("resnet18", 1000, 224, 11.69e6),  # torchvision
+    ("resnet34", 1000, 224, 21.80e6),
+    ("resnet50", 1000, 224, 25.56e6),
+    ("resnet101", 1000, 224, 44.55e6),
+    ("resnet152", 1000, 224, 60.19e6),
+    ("vit_ti", 1000, 224, 5.72e6),  # timm vit_{tiny,small,base}_patch16_224
+    ("vit_s", 1000, 224, 22.05e6),
+    ("vit_b", 1000, 224, 86.57e6),
+    ("efficientnet_b0", 1000, 224, 5.29e6),  # Tan & Le 2019, Table 2 / torchvision
+    ("efficientnet_b1", 1000, 240, 7.79e6),
+    ("efficientnet_b2", 1000, 260, 9.11e6),
+    ("efficientnet_b3", 1000, 300, 12.23e6),
+    # torchvision vgg16_bn minus its three FC layers and conv biases, plus a 512x1000 classifier.
+    ("vgg16", 1000, 224, 15.23e6),
+    # conv 832 + 51,264 + 204,928, FC 2048x128 + 128, classifier 128x10 + 10.
+    ("cnn4", 10, 28, 520_586),
+]
+
+
+@pytest.mark.parametrize("name,num_classes,size,expected", PUBLISHED_PARAMS)
+def test_parameter_counts_match_published(name, num_classes, size, expected):
+    model = create_model(model_config(name=name), num_classes)
+    channels = 1 if name == "cnn4" else 3
+    variables = abstract_init(model, (1, size, size, channels))
+    assert n_params(variables["params"]) == pytest.approx(expected, rel=0.02)
+
+
+def test_width_and_small_input_options():
+    narrow = create_model(model_config(name="resnet20", width=8), 10)
+    assert n_params(abstract_init(narrow, (1, 32, 32, 3))["params"]) < 0.27e6 / 3
+    (_, feats) = jax.eval_shape(
+        lambda v: narrow.apply(v, jnp.zeros((1, 32, 32, 3)), train=False),
+        abstract_init(narrow, (1, 32, 32, 3)))
+    assert feats["backbone"].shape == (1, 32)
+    for small_input, kernel in ((False, (7, 7, 3, 64)), (True, (3, 3, 3, 64))):
+        model = create_model(model_config(name="resnet18", small_input=small_input), 10)
+        params = abstract_init(model, (1, 32, 32, 3))["params"]
+        assert params["backbone"]["conv_init"]["kernel"].shape == kernel
+
+
+# -------------------------------------------------------------------------- bad configurations
+@pytest.mark.parametrize("fields,field_name", [
+    (dict(name="resnet99"), "config.model.name"),
+    (dict(name="small_cnn", classifier="svm"), "config.model.classifier"),
+    (dict(name="small_cnn", head_activation="swish"), "config.model.head_activation"),
+    (dict(name="small_cnn", dtype="float16"), "config.model.dtype"),
+    (dict(name="small_cnn", head_widths=(8, 0)), "config.model.head_widths"),
+    (dict(name="small_cnn", dropout=1.0), "config.model.dropout"),
+    (dict(name="small_cnn", width=0), "config.model.width"),
+    (dict(name="resnet20", patch_size=4), "config.model.patch_size"),
+    (dict(name="resnet20", small_input=True), "config.model.small_input"),
+    (dict(name="vit_ti", width=32), "config.model.width"),
+])
+def test_bad_config_raises_naming_the_field(fields, field_name):
+    with pytest.raises(ValueError, match=field_name.replace(".", r"\.")):
+        create_model(model_config(**fields), 10)
+
+
+def test_bad_name_lists_allowed_values():
+    with pytest.raises(ValueError, match="resnet32"):
+        create_model(model_config(name="resnet99"), 10)
+
+
+def test_vit_patch_size_must_divide_image():
+    model = create_model(model_config(name="vit_ti", patch_size=5), 10)
+    with pytest.raises(ValueError, match="patch_size"):
+        abstract_init(model, (1, 32, 32, 3))
+
+
+# --------------------------------------------------------------- real forward passes (small CNN)
+def _apply_eval(model, variables, x):
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+
+
+def _apply_train(model, variables, x, rng):
+    fn = jax.jit(lambda v, x, r: model.apply(v, x, train=True, rngs={"dropout": r},
+                                             mutable=["batch_stats"]))
+    return fn(variables, x, rng)
+
+
+@pytest.fixture(scope="module")
+def head_model():
+    model = create_model(model_config(name="small_cnn", head_widths=(8, 2)), 5)
+    x = images((4, 8, 8, 1))
+    return model, init(model, x), x
+
+
+def test_projection_head_layers_and_classifier(head_model):
+    """head_0 = relu(Dense(backbone)), head_1 = Dense(head_0) (linear), logits = Dense(head_1)."""
+    model, variables, x = head_model
+    # A very negative last-layer bias: any activation (relu) on head_1 would show up as clipping.
+    variables = jax.tree_util.tree_map(lambda a: a, variables)
+    variables["params"]["head"]["dense1"]["bias"] = jnp.full((2,), -10.0)
+    logits, feats = _apply_eval(model, variables, x)
+    head, cls = variables["params"]["head"], variables["params"]["classifier"]
+    h0 = jax.nn.relu(feats["backbone"] @ head["dense0"]["kernel"] + head["dense0"]["bias"])
+    h1 = h0 @ head["dense1"]["kernel"] + head["dense1"]["bias"]
+    np.testing.assert_allclose(feats["head_0"], h0, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats["head_1"], h1, rtol=1e-5, atol=1e-6)
+    assert np.all(np.asarray(feats["head_1"]) < 0)  # the last head layer is linear
+    np.testing.assert_array_equal(feats["head_last"], feats["head_1"])
+    np.testing.assert_array_equal(feats["classifier_input"], feats["head_1"])
+    np.testing.assert_allclose(logits, h1 @ cls["kernel"] + cls["bias"], rtol=1e-5, atol=1e-6)
+
+
+def test_train_updates_batch_stats_and_eval_uses_them(head_model):
+    model, variables, x = head_model
+    (train_logits, _), new_state = _apply_train(model, variables, x, KEY)
+    old, new = variables["batch_stats"], new_state["batch_stats"]
+    changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), old, new)
+    assert all(jax.tree_util.tree_leaves(changed))
+    updated = {"params": variables["params"], "batch_stats": new}
+    # Eval: running averages, so a sample's logits do not depend on the rest of the batch.
+    full, _ = _apply_eval(model, updated, x)
+    first, _ = _apply_eval(model, updated, x[:1])
+    np.testing.assert_allclose(first[0], full[0], rtol=1e-5, atol=1e-6)
+    # Train: batch statistics, so they do.
+    (train_first, _), _ = _apply_train(model, variables, x[:2], KEY)
+    assert not np.allclose(train_first[0], train_logits[0], atol=1e-4)
+
+
+def test_batch_norm_settings():
+    """Project BN: momentum 0.9 (new = 0.9 old + 0.1 batch), epsilon 1e-5, biased batch variance."""
+    x = images((16, 3), seed=3) * 2.0 + 1.0
+    bn = batch_norm(True, jnp.float32)()
+    y, state = jax.jit(lambda x: bn.init_with_output(KEY, x))(x)
+    mean, var = np.mean(np.asarray(x), 0), np.var(np.asarray(x), 0)
+    np.testing.assert_allclose(state["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(state["batch_stats"]["var"], 0.9 + 0.1 * var, rtol=1e-5)
+    np.testing.assert_allclose(y, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_uses_the_rng():
+    model = create_model(model_config(name="small_cnn", dropout=0.5), 5)
+    x = images((4, 8, 8, 1))
+    variables = init(model, x)
+    (l_a, f_a), _ = _apply_train(model, variables, x, jax.random.key(10))
+    (l_a2, _), _ = _apply_train(model, variables, x, jax.random.key(10))
+    (l_b, f_b), _ = _apply_train(model, variables, x, jax.random.key(11))
+    np.testing.assert_array_equal(l_a, l_a2)
+    assert not np.allclose(l_a, l_b)
+    np.testing.assert_array_equal(f_a["backbone"], f_b["backbone"])  # "backbone" is pre-dropout
+    kept = np.asarray(f_a["classifier_input"]) != 0
+    assert 0 < kept.mean() < 1
+    np.testing.assert_allclose(np.asarray(f_a["classifier_input"])[kept],
+                               2.0 * np.asarray(f_a["backbone"])[kept], rtol=1e-6)
+    _, eval_feats = _apply_eval(model, variables, x)
+    np.testing.assert_array_equal(eval_feats["classifier_input"], eval_feats["backbone"])
+
+
+def test_bfloat16_computes_in_bf16_returns_float32():
+    x = images((4, 8, 8, 1))
+    f32 = create_model(model_config(name="small_cnn", head_widths=(8, 2)), 5)
+    bf16 = create_model(model_config(name="small_cnn", head_widths=(8, 2), dtype="bfloat16"), 5)
+    variables = init(bf16, x)
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
+    assert "bf16" in str(jax.make_jaxpr(lambda v: bf16.apply(v, x, train=False))(variables))
+    logits, feats = _apply_eval(bf16, variables, x)
+    assert logits.dtype == jnp.float32 and logits.shape == (4, 5)
+    assert all(v.dtype == jnp.float32 for v in feats.values())
+    ref, _ = _apply_eval(f32, variables, x)
+    np.testing.assert_allclose(logits, ref, rtol=0.05, atol=0.05)
+
+
+def test_sharded_batch_matches_single_device():
+    """BatchNorm statistics are global: a batch sharded over 4 devices gives the same step."""
+    model = create_model(model_config(name="small_cnn"), 5)
+    x = images((8, 8, 8, 1))
+    variables = init(model, x)
+    mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
+    x_sharded = jax.device_put(x, NamedSharding(mesh, P("data")))
+    variables_rep = jax.device_put(variables, NamedSharding(mesh, P()))
+    (logits, _), state = _apply_train(model, variables, x, KEY)
+    (logits_s, _), state_s = _apply_train(model, variables_rep, x_sharded, KEY)
+    np.testing.assert_allclose(logits_s, logits, rtol=1e-5, atol=1e-6)
+    jax.tree_util.tree_map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6),
+                           state_s["batch_stats"], state["batch_stats"])
+
+
+# --------------------------------------------------------------------------------- classifiers
+def test_cosine_classifier_bounded_by_scale_and_finite_at_zero():
+    head = CosineClassifier(num_classes=4, scale=16.0)
+    x = images((3, 6))
+
+    @jax.jit
+    def run(x):
+        logits, params = head.init_with_output(KEY, x)
+        grad_at_zero = jax.grad(lambda z: jnp.sum(head.apply(params, z)))(jnp.zeros_like(x))
+        return logits, params["params"], grad_at_zero
+
+    logits, params, grad_at_zero = jax.device_get(run(x))
+    assert float(params["scale"]) == 16.0
+    assert np.all(np.abs(logits) <= 16.0 + 1e-4)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    w = params["kernel"] / np.linalg.norm(params["kernel"], axis=0)
+    np.testing.assert_allclose(logits, 16.0 * unit @ w, rtol=1e-5, atol=1e-5)
+    assert np.all(np.isfinite(grad_at_zero))
+
+
+def test_cosine_classifier_in_model():
+    model = create_model(model_config(name="small_cnn", classifier="cosine", cosine_scale=8.0), 5)
+    x = images((2, 8, 8, 1))
+    variables = init(model, x)
+    logits, _ = _apply_eval(model, variables, x)
+    assert logits.shape == (2, 5) and np.all(np.abs(logits) <= 8.0 + 1e-4)
+
+
+def test_affinity_classifier():
+    """Features -> BatchNorm -> AffinityHead; similarities in (0, 1] used as logits."""
+    cfg = model_config(name="small_cnn", head_widths=(16,), classifier="affinity",
+                       affinity=dict(num_centres=3, sigma=10.0, distance="sq_l2",
+                                     similarity="gaussian"))
+    model = create_model(cfg, 5)
+    x = images((4, 8, 8, 1))
+    variables = init(model, x)
+    assert variables["params"]["classifier"]["prototypes"].shape == (5, 3, 16)
+    assert "classifier_norm" in variables["batch_stats"]
+    (logits, feats), _ = _apply_train(model, variables, x, KEY)
+    assert logits.shape == (4, 5) and logits.dtype == jnp.float32
+    assert np.all((np.asarray(logits) > 0) & (np.asarray(logits) <= 1))
+    # Training-mode BatchNorm (scale 1, bias 0 at init) standardises each feature over the batch.
+    np.testing.assert_allclose(np.mean(np.asarray(feats["classifier_input"]), 0), 0, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------ building blocks
+def test_option_a_shortcut_subsamples_and_zero_pads():
+    x = images((2, 4, 4, 16))
+    y, same = jax.device_get(jax.jit(
+        lambda x: (option_a_shortcut(x, 32, 2), option_a_shortcut(x, 16, 1)))(x))
+    assert y.shape == (2, 2, 2, 32)
+    np.testing.assert_array_equal(y[..., 8:24], x[:, ::2, ::2, :])
+    assert not np.any(y[..., :8]) and not np.any(y[..., 24:])
+    np.testing.assert_array_equal(same, x)

@@ -1,0 +1,140 @@
+"""End-to-end training tests on the embedded digits data (tiny budgets)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from imbalance_jax import train
+from imbalance_jax.config_validation import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+    config = default_config.get_config()
+    config.num_epochs = 1
+    config.disable_progress_bar = True
+    config.batch_size = 32
+    config.eval_batch_size = 64
+    for key, value in overrides.items():
+        target = config
+        *path, leaf = key.split(".")
+        for p in path:
+            target = target[p]
+        target[leaf] = value
+    return config
+
+
+def test_one_epoch_end_to_end_writes_every_output(tmp_path):
+    metrics = train.train_and_evaluate(tiny_config(), str(tmp_path))
+    for name in ("metrics.json", "report.md", "class_counts.json", "config.json", "confusion_train.png",
+                 "confusion_test.png", "embedding_train.png", "embedding_test.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(written) >= {"train", "val", "test", "imbalance"}
+    assert written["test"]["num_examples"] == 360  # 20% of each digits class, every example once
+    assert written["val"]["num_examples"] == 100
+    for key in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class_f1",
+                "minority_f1", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):
+        assert key in written["test"], key
+    assert written["imbalance"]["imbalance_ratio"] == pytest.approx(10.0, rel=0.05)
+    counts = json.loads((tmp_path / "class_counts.json").read_text())
+    assert counts["train"][0] > 9 * counts["train"][-1]
+    assert counts["val"] == [10] * 10
+    assert metrics["test"]["accuracy"] == written["test"]["accuracy"]
+    assert os.listdir(tmp_path / "tensorboard")
+    assert os.listdir(tmp_path / "checkpoints")
+    assert "balanced_accuracy" in (tmp_path / "report.md").read_text()
+
+
+def _params_after_steps(num_devices: int, steps: int = 3):
+    config = tiny_config(num_devices=num_devices, batch_size=32)
+    exp = train.build_experiment(config)
+    state = train.initial_state(exp)
+    train_fn, _ = train.compile_steps(exp)
+    batches = train.train_batches(exp.splits.train, exp.train_options, num_classes=exp.splits.num_classes,
+                                  sampler="random", seed=0, epoch=0, num_epochs=1)
+    for _, batch in zip(range(steps), batches):
+        state, metrics = train_fn(state, train.to_global(batch, exp.data_sharding))
+    assert exp.mesh.size == num_devices
+    return jax.device_get(state.params), float(metrics["loss"])
+
+
+def test_same_params_on_one_and_four_devices():
+    assert jax.device_count() == 4, "conftest.py fakes four CPU devices"
+    params_1, loss_1 = _params_after_steps(1)
+    params_4, loss_4 = _params_after_steps(4)
+    assert loss_1 == pytest.approx(loss_4, rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), params_1, params_4)
+
+
+def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path):
+    config = tiny_config(num_epochs=2, **{"data.sampler": "class_balanced", "model.dropout": 0.1,
+                                          "data.augment.crop_padding": 1, "loss.class_weighting.name": "cdb"})
+    full = train.train_and_evaluate(config, str(tmp_path / "full"))
+    assert train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_after_epoch=1) == {}
+    assert not (tmp_path / "resumed" / "metrics.json").exists()
+    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert resumed == full
+    # Running a finished workdir again resumes at the end and only re-evaluates.
+    assert train.train_and_evaluate(config, str(tmp_path / "full")) == full
+
+
+def test_early_stopping_stops_and_evaluates_best_epoch(tmp_path):
+    config = tiny_config(num_epochs=30, **{"early_stopping.enabled": True, "early_stopping.patience": 1,
+                                           "optimizer.learning_rate": 0.05, "optimizer.schedule": "constant"})
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+    assert metrics["stopped_early"] is True
+    assert metrics["epochs_trained"] < 30
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.name", "imagenet22k", "config.data.name='imagenet22k' is not valid; allowed: ['celeb_a'"),
+    ("model.name", "resnet9000", "config.model.name='resnet9000' is not valid; allowed:"),
+    ("loss.name", "hinge", "config.loss.name='hinge'; allowed: ['ce', 'focal'"),
+    ("optimizer.name", "lamb", "config.optimizer.name='lamb' is not valid; allowed: ['adam', 'adamw', 'sgd']"),
+    ("optimizer.schedule", "exp", "config.optimizer.schedule='exp' is not valid"),
+    ("batch_size", 30, "config.batch_size=30 is not divisible by the number of devices (4)"),
+    ("eval_batch_size", 0, "config.eval_batch_size=0 must be a positive integer"),
+    ("batch_size", 4096, "config.batch_size=4096 is larger than the training set"),
+    ("num_epochs", 0, "config.num_epochs=0 must be a positive integer"),
+    ("data.imbalance.ratio", 0.5, "config.data.imbalance.ratio=0.5 must be >= 1"),
+    ("data.imbalance.profile", "zipf", "config.data.imbalance.profile='zipf' is not valid"),
+    ("data.sampler", "oversample", "config.data.sampler='oversample' is not valid"),
+    ("data.label_noise", 1.5, "config.data.label_noise=1.5 must be in [0, 1)"),
+    ("loss.class_weighting.name", "magic", "config.loss.class_weighting.name='magic'; allowed:"),
+    ("loss.aux.asl.weight", -1.0, "config.loss.aux.asl.weight=-1.0 must be >= 0"),
+    ("loss.aux.asl.layers", ("head_7",), "config.loss.aux.asl.layers: 'head_7' is not a feature"),
+    ("loss.aux.asl.metric", "sq_l2", "metric"),
+    ("num_devices", 8, "config.num_devices=8 but only 4 devices are available"),
+    ("evaluation.embedding_layer", "nope", "config.evaluation.embedding_layer='nope'"),
+])
+def test_bad_config_stops_with_a_clear_message(tmp_path, field, value, message):
+    config = tiny_config(**{field: value})
+    with pytest.raises((ConfigError, ValueError), match=None) as info:
+        train.train_and_evaluate(config, str(tmp_path))
+    assert message in str(info.value)
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+
+
+def test_unknown_aux_loss_is_rejected(tmp_path):
+    config = tiny_config()
+    config.loss.aux.unlocked()["centre"] = {"weight": 1.0}
+    with pytest.raises(ConfigError, match=r"config.loss.aux.centre: unknown auxiliary loss; allowed: \['asl'"):
+        train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_main_reports_config_errors_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "imbalance_jax.main", "--config=configs/default.py", f"--workdir={tmp_path}",
+         "--config.loss.name=hinge"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode != 0
+    assert "error: config.loss.name='hinge'; allowed:" in result.stderr
+    assert "Traceback" not in result.stderr
