@@ -256,16 +256,12 @@ class EvalResult:
 def evaluate(exp: Experiment, eval_fn, state: TrainState, split_name: str, *,
              collect_embedding: bool = False) -> EvalResult:
     split = getattr(exp.splits, split_name)
-    confusion = jnp.zeros((exp.splits.num_classes,) * 2, jnp.int32)
-    loss_sum, count, embeddings = 0.0, 0, []
-    for batch in eval_batches(split, exp.eval_options, exp.extras[split_name]):
-        out = eval_fn(state, to_global(batch, exp.data_sharding))
-        confusion = confusion + out["confusion"]
-        loss_sum = loss_sum + out["loss_sum"]
-        count = count + out["count"]
-        if collect_embedding:
-            embeddings.append(fetch(out["embedding"]))
-    confusion_np = np.asarray(confusion)
+    outputs = [eval_fn(state, to_global(batch, exp.data_sharding))
+               for batch in eval_batches(split, exp.eval_options, exp.extras[split_name])]
+    # Sum on the host: eager jnp ops on sharded outputs would each compile a tiny XLA program.
+    confusion_np = sum(np.asarray(o["confusion"]) for o in outputs)
+    loss_sum = sum(float(o["loss_sum"]) for o in outputs)
+    count = sum(int(o["count"]) for o in outputs)
     counts = np.bincount(exp.splits.train.labels, minlength=exp.splits.num_classes)
     ev = exp.config.get("evaluation", ml_collections.ConfigDict())
     metrics = classification_metrics(confusion_np, counts,
@@ -274,7 +270,8 @@ def evaluate(exp: Experiment, eval_fn, state: TrainState, split_name: str, *,
     metrics["loss"] = float(loss_sum) / max(int(count), 1)
     if not collect_embedding:
         return EvalResult(metrics, confusion_np)
-    return EvalResult(metrics, confusion_np, np.concatenate(embeddings)[: len(split)], split.labels)
+    embeddings = np.concatenate([fetch(o["embedding"]) for o in outputs])[: len(split)]
+    return EvalResult(metrics, confusion_np, embeddings, split.labels)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -329,18 +326,19 @@ def _write_json(path: str, obj: Any) -> None:
 
 # --------------------------------------------------------------------------------------- the loop
 def train_epoch(exp: Experiment, train_fn, state: TrainState, epoch: int, progress: tqdm) -> tuple[TrainState, dict]:
-    sums: dict[str, Array] = {}
+    step_metrics = []
     log_every = max(1, exp.steps_per_epoch // 10)
     batches = train_batches(exp.splits.train, exp.train_options, num_classes=exp.splits.num_classes,
                             sampler=exp.config.data.get("sampler", "random"), seed=int(exp.config.seed),
                             epoch=epoch, num_epochs=int(exp.config.num_epochs), extras=exp.extras["train"])
     for i, batch in enumerate(batches):
         state, metrics = train_fn(state, to_global(batch, exp.data_sharding))
-        sums = metrics if not sums else jax.tree.map(jnp.add, sums, metrics)
+        step_metrics.append(metrics)
         progress.update(1)
         if i % log_every == 0:
             progress.set_postfix(epoch=epoch + 1, loss=f"{float(metrics['loss']):.4f}")
-    averages = {k: float(v) / exp.steps_per_epoch for k, v in sums.items()}
+    step_metrics = jax.device_get(step_metrics)
+    averages = {k: float(np.mean([m[k] for m in step_metrics])) for k in step_metrics[0]}
     return state, averages
 
 

@@ -143,6 +143,9 @@ def test_width_and_small_input_options():
     (dict(name="resnet20", patch_size=4), "config.model.patch_size"),
     (dict(name="resnet20", small_input=True), "config.model.small_input"),
     (dict(name="vit_ti", width=32), "config.model.width"),
+    (dict(name="small_cnn", head_widths=8), "config.model.head_widths"),
+    (dict(name="small_cnn", cosine_scale=0.0), "config.model.cosine_scale"),
+    (dict(name="small_cnn", affinity=dict(num_centres=0)), "config.model.affinity.num_centres"),
 ])
 def test_bad_config_raises_naming_the_field(fields, field_name):
     with pytest.raises(ValueError, match=field_name.replace(".", r"\.")):
@@ -161,14 +164,21 @@ def test_vit_patch_size_must_divide_image():
 
 
 # --------------------------------------------------------------- real forward passes (small CNN)
+@functools.lru_cache(maxsize=None)
+def _jitted_apply(model, train: bool):
+    """One compiled apply per (model, mode), reused across calls with new variables, inputs, keys."""
+    if train:
+        return jax.jit(lambda v, x, r: model.apply(v, x, train=True, rngs={"dropout": r},
+                                                   mutable=["batch_stats"]))
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+
 def _apply_eval(model, variables, x):
-    return jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    return _jitted_apply(model, False)(variables, x)
 
 
 def _apply_train(model, variables, x, rng):
-    fn = jax.jit(lambda v, x, r: model.apply(v, x, train=True, rngs={"dropout": r},
-                                             mutable=["batch_stats"]))
-    return fn(variables, x, rng)
+    return _jitted_apply(model, True)(variables, x, rng)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +226,7 @@ def test_batch_norm_settings():
     """Project BN: momentum 0.9 (new = 0.9 old + 0.1 batch), epsilon 1e-5, biased batch variance."""
     x = images((16, 3), seed=3) * 2.0 + 1.0
     bn = batch_norm(True, jnp.float32)()
-    y, state = jax.jit(lambda x: bn.init_with_output(KEY, x))(x)
+    y, state = jax.jit(lambda x: bn.apply(bn.init(KEY, x), x, mutable=["batch_stats"]))(x)
     mean, var = np.mean(np.asarray(x), 0), np.var(np.asarray(x), 0)
     np.testing.assert_allclose(state["batch_stats"]["mean"], 0.1 * mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state["batch_stats"]["var"], 0.9 + 0.1 * var, rtol=1e-5)

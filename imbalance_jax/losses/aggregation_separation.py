@@ -30,6 +30,7 @@ from imbalance_jax.losses.distances import (
     check_embeddings_labels_valid,
     check_metric,
     gather_global_batch,
+    mask_rows,
     pair_mask,
     pairwise_distances,
     resolve_valid,
@@ -64,6 +65,7 @@ def aggregation_separation_terms(
     check_embeddings_labels_valid(embeddings, labels, valid)
     valid = resolve_valid(valid, embeddings.shape[0])
     embeddings, labels, valid = gather_global_batch(axis_name, embeddings, labels, valid)
+    embeddings = mask_rows(embeddings, valid)
 
     dist = pairwise_distances(embeddings, metric=metric)
     same = pair_mask(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
-import chex
 import jax
 import jax.numpy as jnp
 

@@ -27,6 +27,7 @@ from imbalance_jax.losses.distances import (
     check_embeddings_labels_valid,
     gather_global_batch,
     l2_normalize,
+    mask_rows,
     pair_mask,
     pairwise_distances,
     resolve_valid,
@@ -48,9 +49,9 @@ def semantic_triplet_terms(
 ) -> dict[str, Array]:
     """``semantic_triplet_loss`` plus triplet counts, as ``triplet.triplet_loss_terms``."""
     check_embeddings_labels_valid(embeddings, labels, valid)
+    feats = l2_normalize(mask_rows(embeddings, resolve_valid(valid, embeddings.shape[0])))
     return triplet_loss_terms(
-        l2_normalize(embeddings), labels, valid, margin=margin, metric="l2", mining="all",
-        axis_name=axis_name,
+        feats, labels, valid, margin=margin, metric="l2", mining="all", axis_name=axis_name
     )
 
 
@@ -108,11 +109,10 @@ def colour_similarity_terms(
     dummy_labels = jnp.zeros((embeddings.shape[0],), jnp.int32)
     check_embeddings_labels_valid(embeddings, dummy_labels, valid)
     valid = resolve_valid(valid, embeddings.shape[0])
-    feats, colour_hist, valid = gather_global_batch(
-        axis_name, l2_normalize(embeddings), colour_hist, valid
-    )
+    feats, colour_hist, valid = gather_global_batch(axis_name, embeddings, colour_hist, valid)
+    feats = l2_normalize(mask_rows(feats, valid))
     dist = pairwise_distances(feats, metric="l2")
-    target = 1.0 - histogram_correlation(colour_hist)
+    target = 1.0 - histogram_correlation(mask_rows(colour_hist, valid))
     pairs = pair_mask(jnp.zeros(valid.shape, jnp.int32), valid, same=None, include_diagonal=False)
     return {
         "loss": safe_mean(jnp.abs(dist - target), pairs),

@@ -197,6 +197,15 @@ def check_embeddings_labels_valid(
         chex.assert_equal_shape_prefix([embeddings, valid], 1)
 
 
+def mask_rows(x: Array, valid: Array) -> Array:
+    """Zeroes the invalid rows of x [B, ...] so padding (even inf/NaN) cannot reach any result.
+
+    The gradient with respect to the invalid rows is exactly 0.
+    """
+    keep = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
+    return jnp.where(keep, x, jnp.zeros_like(x))
+
+
 def same_class_mask(labels: Array) -> Array:
     """bool[B, B]: ``labels[i] == labels[j]`` (diagonal included)."""
     return labels[:, None] == labels[None, :]

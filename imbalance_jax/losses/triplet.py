@@ -41,6 +41,7 @@ from imbalance_jax.losses.distances import (
     check_embeddings_labels_valid,
     check_metric,
     gather_global_batch,
+    mask_rows,
     pairwise_distances,
     resolve_valid,
 )
@@ -70,7 +71,7 @@ def _prepare(embeddings, labels, valid, metric, axis_name):
     check_embeddings_labels_valid(embeddings, labels, valid)
     valid = resolve_valid(valid, embeddings.shape[0])
     embeddings, labels, valid = gather_global_batch(axis_name, embeddings, labels, valid)
-    dist = pairwise_distances(embeddings, metric=metric)
+    dist = pairwise_distances(mask_rows(embeddings, valid), metric=metric)
     return dist, anchor_positive_mask(labels, valid), anchor_negative_mask(labels, valid)
 
 

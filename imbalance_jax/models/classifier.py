@@ -59,14 +59,12 @@ class ImageClassifier(nn.Module):
         x = pooled
         if self.dropout > 0.0:
             x = nn.Dropout(rate=self.dropout, deterministic=not train, name="dropout")(x)
+        features["head_last"] = pooled
         if self.head_widths:
             outputs = ProjectionHead(tuple(self.head_widths), self.head_activation,
                                      name="head")(x)
-            for i, out in enumerate(outputs):
-                features[f"head_{i}"] = out
-            x = outputs[-1]
-        features["head_last"] = features[f"head_{len(self.head_widths) - 1}"] \
-            if self.head_widths else pooled
+            features.update({f"head_{i}": out for i, out in enumerate(outputs)})
+            features["head_last"] = x = outputs[-1]
         x = self._classifier_input(x, train)
         features["classifier_input"] = x
         logits = self._logits(x)

@@ -32,14 +32,14 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def parse_dtype(name: str, field: str = "config.model.dtype") -> Dtype:
     """Maps a dtype name to the jnp dtype; ValueError naming ``field`` for anything else."""
-    if name not in DTYPES:
+    if not isinstance(name, str) or name not in DTYPES:
         raise ValueError(f"{field} must be one of {sorted(DTYPES)}, got {name!r}.")
     return DTYPES[name]
 
 
 def get_activation(name: str, field: str = "config.model.head_activation") -> Callable:
     """Returns the activation function called ``name``; ValueError naming ``field`` otherwise."""
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"{field} must be one of {sorted(ACTIVATIONS)}, got {name!r}.")
     return ACTIVATIONS[name]
 

@@ -114,8 +114,14 @@ def _check_positive_int(value: Any, name: str) -> int:
     return value
 
 
+def _check_positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{_field(name)} must be a positive number, got {value!r}.")
+    return float(value)
+
+
 def _check_choice(value: Any, name: str, allowed: Any) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{_field(name)} must be one of {sorted(allowed)}, got {value!r}.")
     return value
 
@@ -157,7 +163,7 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
 
     head_widths = cfg.get("head_widths", ()) or ()
-    if isinstance(head_widths, (int, str)) or not all(
+    if not isinstance(head_widths, (tuple, list)) or not all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in head_widths):
         raise ValueError(f"{_field('head_widths')} must be a tuple of positive ints "
                          f"(() for no head), got {head_widths!r}.")
@@ -168,8 +174,10 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         raise ValueError(f"{_field('dropout')} must be a float in [0, 1), got {dropout!r}.")
     classifier = _check_choice(cfg.get("classifier", "linear"), "classifier", CLASSIFIERS)
     dtype = parse_dtype(cfg.get("dtype", "float32"), _field("dtype"))
-    cosine_scale = float(cfg.get("cosine_scale", 16.0))
+    cosine_scale = _check_positive_float(cfg.get("cosine_scale", 16.0), "cosine_scale")
     affinity = cfg.get("affinity", None) or {}
+    num_centres = _check_positive_int(affinity.get("num_centres", 1), "affinity.num_centres")
+    sigma = _check_positive_float(affinity.get("sigma", 10.0), "affinity.sigma")
 
     backbone = BACKBONES[name](dtype=dtype, **_backbone_options(cfg, name))
     return ImageClassifier(
@@ -180,8 +188,8 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         dropout=float(dropout),
         classifier=classifier,
         cosine_scale=cosine_scale,
-        affinity_num_centres=int(affinity.get("num_centres", 1)),
-        affinity_sigma=float(affinity.get("sigma", 10.0)),
+        affinity_num_centres=num_centres,
+        affinity_sigma=sigma,
         affinity_distance=str(affinity.get("distance", "sq_l2")),
         affinity_similarity=str(affinity.get("similarity", "gaussian")),
     )

@@ -1,0 +1,220 @@
+"""Tests for the scalable triplet loss (imbalance_jax.losses.triplet)."""
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from imbalance_jax.losses.triplet import (
+    MINING,
+    TRIPLET_METRICS,
+    triplet_loss,
+    triplet_loss_dense,
+    triplet_loss_terms,
+)
+
+CASES = list(itertools.product(TRIPLET_METRICS, MINING))
+
+
+def _loop_triplet(emb, labels, valid, margin, metric, mining):
+    """DESIGN.md §3.6 reductions as plain loops in float64."""
+    def dist(a, b):
+        if metric == "sq_l2":
+            return float(np.sum((a - b) ** 2))
+        if metric == "l2":
+            return float(np.sqrt(np.sum((a - b) ** 2)))
+        na, nb = np.linalg.norm(a), np.linalg.norm(b)
+        return 1.0 - (0.0 if na == 0 or nb == 0 else float(a @ b / (na * nb)))
+
+    n = len(labels)
+    idx = [i for i in range(n) if valid[i]]
+    selected = []
+    hard = []
+    for a in idx:
+        pos = [p for p in idx if p != a and labels[p] == labels[a]]
+        neg = [m for m in idx if labels[m] != labels[a]]
+        if mining == "hard":
+            if pos and neg:
+                worst = max(dist(emb[a], emb[p]) for p in pos) - min(dist(emb[a], emb[m]) for m in neg)
+                hard.append(max(worst + margin, 0.0))
+            continue
+        for p in pos:
+            d_ap = dist(emb[a], emb[p])
+            for m in neg:
+                d_an = dist(emb[a], emb[m])
+                h = max(d_ap + margin - d_an, 0.0)
+                if (mining == "all" or (mining == "violating" and h > 0)
+                        or (mining == "semihard" and d_ap < d_an < d_ap + margin)):
+                    selected.append(h)
+    values = hard if mining == "hard" else selected
+    return (sum(values) / len(values) if values else 0.0), len(values)
+
+
+def _batch(seed, n=10, d=3, num_classes=3, p_valid=0.8):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, d)), rng.integers(0, num_classes, n), rng.random(n) < p_valid)
+
+
+@pytest.mark.parametrize("metric,mining", CASES)
+def test_matches_loop_float64(metric, mining):
+    emb, labels, valid = _batch(0)
+    margin = 0.2 if metric == "sq_l2" else 0.3
+    want, count = _loop_triplet(emb, labels, valid, margin, metric, mining)
+    assert count > 0
+    with jax.enable_x64(True):
+        terms = triplet_loss_terms(jnp.asarray(emb), jnp.asarray(labels), jnp.asarray(valid),
+                                   margin=margin, metric=metric, mining=mining)
+        np.testing.assert_allclose(float(terms["loss"]), want, rtol=1e-9)
+        assert float(terms["num_selected_triplets"]) == count
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_and_dense(metric, mining, margin):
+    kw = dict(metric=metric, mining=mining, margin=margin)
+    fast = jax.jit(jax.value_and_grad(functools.partial(triplet_loss, **kw)))
+    dense = jax.jit(jax.value_and_grad(functools.partial(triplet_loss_dense, **kw)))
+    return fast, dense
+
+
+@pytest.mark.parametrize("metric,mining", CASES)
+def test_fast_equals_dense_value_and_grad(metric, mining):
+    emb, labels, valid = _batch(1, n=24, d=4, num_classes=4)
+    args = (jnp.asarray(emb, jnp.float32), jnp.asarray(labels), jnp.asarray(valid))
+    for margin in (0.1, 1.0):
+        fast, dense = _fast_and_dense(metric, mining, margin)
+        (v_fast, g_fast), (v_dense, g_dense) = fast(*args), dense(*args)
+        assert v_fast.dtype == jnp.float32 and v_fast.shape == ()
+        assert float(v_dense) > 0.0
+        np.testing.assert_allclose(v_fast, v_dense, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(g_fast, g_dense, rtol=1e-4, atol=2e-6)
+
+
+def test_hand_example():
+    # 1-D points: anchors 0 (class 0), 1 (class 0), 3 (class 1); sq_l2, margin 2.
+    emb = jnp.array([[0.0], [1.0], [3.0]])
+    labels = jnp.array([0, 0, 1])
+    # Triplets (a, p, n): (0, 1, 2): d_ap = 1, d_an = 9 -> h = max(1 + 2 - 9, 0) = 0
+    #                     (1, 0, 2): d_ap = 1, d_an = 4 -> h = 0 ... margin 4 makes it 1.
+    loss_all = triplet_loss(emb, labels, margin=4.0, mining="all")
+    np.testing.assert_allclose(loss_all, (0.0 + 1.0) / 2)
+    np.testing.assert_allclose(triplet_loss(emb, labels, margin=4.0, mining="violating"), 1.0)
+    # semihard needs d_ap < d_an < d_ap + margin: only (1, 0, 2) (1 < 4 < 5).
+    np.testing.assert_allclose(triplet_loss(emb, labels, margin=4.0, mining="semihard"), 1.0)
+    # hard: per anchor with a positive and a negative: anchors 0 and 1 -> (0 + 1) / 2.
+    np.testing.assert_allclose(triplet_loss(emb, labels, margin=4.0, mining="hard"), 0.5)
+    terms = triplet_loss_terms(emb, labels, margin=4.0, mining="all")
+    assert float(terms["num_valid_triplets"]) == 2 and float(terms["num_active_triplets"]) == 1
+    np.testing.assert_allclose(terms["fraction_active"], 0.5)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(metric, mining):
+    return jax.jit(jax.value_and_grad(
+        functools.partial(triplet_loss, metric=metric, mining=mining, margin=0.5)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(emb_kind=st.sampled_from(["zeros", "identical", "duplicates", "random"]),
+       label_kind=st.sampled_from(["one_class", "all_distinct", "random"]),
+       valid_kind=st.sampled_from(["all", "none", "one", "random"]),
+       case=st.sampled_from(CASES), seed=st.integers(0, 1000))
+def test_degenerate_batches_finite(emb_kind, label_kind, valid_kind, case, seed):
+    n, d = 6, 3
+    rng = np.random.default_rng(seed)
+    emb = {"zeros": np.zeros((n, d)), "identical": np.repeat(rng.normal(size=(1, d)), n, 0),
+           "duplicates": rng.integers(-1, 2, (n, d)), "random": rng.normal(size=(n, d))}[emb_kind]
+    labels = {"one_class": np.zeros(n), "all_distinct": np.arange(n),
+              "random": rng.integers(0, 2, n)}[label_kind]
+    valid = {"all": np.ones(n, bool), "none": np.zeros(n, bool), "one": np.arange(n) == 0,
+             "random": rng.random(n) > 0.5}[valid_kind]
+    args = (jnp.asarray(emb, jnp.float32), jnp.asarray(labels, jnp.int32), jnp.asarray(valid))
+    value, grad = _jitted(*case)(*args)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+    assert np.all(np.asarray(grad)[~valid] == 0.0)
+    if label_kind != "random" or valid_kind in ("none", "one"):  # no valid triplet at all
+        assert float(value) == 0.0 and np.all(np.asarray(grad) == 0.0)
+
+
+def test_single_row():
+    value, grad = jax.value_and_grad(triplet_loss)(jnp.ones((1, 2)), jnp.array([0]))
+    assert float(value) == 0.0 and np.all(np.asarray(grad) == 0.0)
+
+
+def test_jit_matches_eager():
+    emb, labels, valid = _batch(2)
+    args = (jnp.asarray(emb, jnp.float32), jnp.asarray(labels), jnp.asarray(valid))
+    f = jax.value_and_grad(functools.partial(triplet_loss, mining="semihard", margin=1.0))
+    (v, g), (v_jit, g_jit) = f(*args), jax.jit(f)(*args)
+    np.testing.assert_allclose(v_jit, v, rtol=1e-6)
+    np.testing.assert_allclose(g_jit, g, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("mining", MINING)
+def test_padding_is_ignored(mining):
+    emb, labels, _ = _batch(3, n=8)
+    emb, labels = jnp.asarray(emb, jnp.float32), jnp.asarray(labels)
+    f = _jitted("l2", mining)
+    v, g = f(emb, labels, jnp.ones(8, bool))
+    garbage = jnp.array([[jnp.nan, 1.0, 0.0], [jnp.inf, -jnp.inf, 0.0], [1e3, 2e3, -1e3]])
+    padded = jnp.concatenate([emb, garbage])
+    padded_labels = jnp.concatenate([labels, labels[:3]])
+    v_pad, g_pad = f(padded, padded_labels, jnp.arange(11) < 8)
+    np.testing.assert_allclose(v_pad, v, rtol=1e-5)
+    np.testing.assert_allclose(g_pad[:8], g, rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(g_pad[8:], 0.0)
+
+
+def test_vmap_over_leading_axis():
+    rng = np.random.default_rng(4)
+    emb = jnp.asarray(rng.normal(size=(3, 7, 2)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 2, (3, 7)))
+    f = functools.partial(triplet_loss, mining="all")
+    out = jax.jit(jax.vmap(f))(emb, labels)
+    for i in range(3):
+        np.testing.assert_allclose(out[i], f(emb[i], labels[i]), rtol=1e-6)
+
+
+def test_shard_map_global_batch_equals_single_call():
+    mesh = jax.make_mesh((4,), ("data",))
+    emb, labels, valid = _batch(5, n=12)
+    emb, labels, valid = jnp.asarray(emb, jnp.float32), jnp.asarray(labels), jnp.asarray(valid)
+    kw = dict(mining="all", margin=1.0)
+    local = functools.partial(triplet_loss, axis_name="data", **kw)
+    sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("data"), out_specs=P()))
+    put = functools.partial(jax.device_put, device=NamedSharding(mesh, P("data")))
+    with jax.set_mesh(mesh):
+        value, grad = jax.value_and_grad(sharded)(put(emb), put(labels), put(valid))
+        grad = np.asarray(grad)
+    want_v, want_g = jax.value_and_grad(functools.partial(triplet_loss, **kw))(emb, labels, valid)
+    np.testing.assert_allclose(float(value), float(want_v), rtol=1e-5)
+    np.testing.assert_allclose(grad, want_g, rtol=1e-4, atol=1e-7)
+
+
+def test_fast_version_never_builds_cubic_buffers():
+    # B = 1024: a single B^3 float32 tensor would be 4 GiB. Compile only (no run).
+    b, d = 1024, 16
+    emb = jax.ShapeDtypeStruct((b, d), jnp.float32)
+    labels = jax.ShapeDtypeStruct((b,), jnp.int32)
+    for mining in ("violating", "semihard"):
+        f = jax.jit(jax.value_and_grad(functools.partial(triplet_loss, mining=mining)))
+        mem = f.lower(emb, labels).compile().memory_analysis()
+        if mem is None:
+            pytest.skip("memory_analysis unavailable on this backend")
+        assert mem.temp_size_in_bytes < 64 * b * b * 4  # O(B^2): well under B^3 * 4 / 16
+
+
+def test_bad_arguments():
+    emb, labels = jnp.ones((3, 2)), jnp.array([0, 1, 0])
+    with pytest.raises(ValueError, match="metric must be one of"):
+        triplet_loss(emb, labels, metric="l1")
+    with pytest.raises(ValueError, match="mining must be one of"):
+        triplet_loss(emb, labels, mining="batch_all")
+    with pytest.raises(AssertionError):
+        triplet_loss(emb, jnp.array([0, 1]))
