@@ -183,7 +183,10 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                           "config.data.val_per_class (e.g. 25) or config.data.val_fraction")
     steps = count_steps(len(splits.train), config.batch_size)
     tx, schedule = optim.create_optimizer(config.optimizer, steps, int(config.num_epochs))
-    model = models.create_model(config.model, splits.num_classes)
+    try:
+        model = models.create_model(config.model, splits.num_classes)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return Experiment(config, splits, mesh, model, objective, weighting, tx, schedule, steps,
                       _pipeline_options(config, splits, config.batch_size, True),
                       _pipeline_options(config, splits, config.eval_batch_size, False),
@@ -206,11 +209,15 @@ def initial_state(exp: Experiment) -> TrainState:
     return jax.jit(init, out_shardings=exp.replicated)()
 
 
-def check_feature_layers(exp: Experiment, state: TrainState) -> None:
-    """Every layer the objective or the embedding plot reads must be a feature the model returns."""
-    dummy = jax.ShapeDtypeStruct((1,) + exp.splits.image_shape, jnp.float32)
-    _, features, _ = jax.eval_shape(
-        lambda p, s, x: apply_model(exp.model, p, s, x, train=False), state.params, state.batch_stats, dummy)
+def check_model_and_objective(exp: Experiment, state: TrainState) -> None:
+    """Every layer the objective or the embedding plot reads must be a feature the model returns, and the
+    objective must accept its options: both checked by tracing (no compute) before training starts."""
+    batch = {"image": jax.ShapeDtypeStruct((2,) + exp.splits.image_shape, jnp.float32),
+             "label": jax.ShapeDtypeStruct((2,), jnp.int32), "valid": jax.ShapeDtypeStruct((2,), jnp.bool_)}
+    for name, values in exp.extras["train"].items():
+        batch[name] = jax.ShapeDtypeStruct((2,) + values.shape[1:], jnp.float32)
+    logits, features, _ = jax.eval_shape(
+        lambda p, s, x: apply_model(exp.model, p, s, x, train=False), state.params, state.batch_stats, batch["image"])
     for term in exp.objective.aux:
         for layer in term.layers:
             if layer not in features:
@@ -219,6 +226,10 @@ def check_feature_layers(exp: Experiment, state: TrainState) -> None:
     layer = embedding_layer(exp.config)
     if layer not in features:
         raise ConfigError(f"config.evaluation.embedding_layer={layer!r}; allowed: {sorted(features)}")
+    try:
+        jax.eval_shape(exp.objective, logits, features, batch, state.class_weights)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.loss: {e}") from None
 
 
 def embedding_layer(config: ml_collections.ConfigDict) -> str:
@@ -361,7 +372,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     os.makedirs(workdir, exist_ok=True)
     exp = build_experiment(config)
     state = initial_state(exp)
-    check_feature_layers(exp, state)
+    check_model_and_objective(exp, state)
     _write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
     _write_json(os.path.join(workdir, "class_counts.json"),
                 {**exp.splits.class_counts(), "class_names": list(exp.splits.class_names)})

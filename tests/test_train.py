@@ -117,7 +117,8 @@ def test_early_stopping_stops_and_evaluates_best_epoch(tmp_path):
     ("loss.class_weighting.name", "magic", "config.loss.class_weighting.name='magic'; allowed:"),
     ("loss.aux.asl.weight", -1.0, "config.loss.aux.asl.weight=-1.0 must be >= 0"),
     ("loss.aux.asl.layers", ("head_7",), "config.loss.aux.asl.layers: 'head_7' is not a feature"),
-    ("loss.aux.asl.metric", "sq_l2", "metric"),
+    ("loss.aux.asl.metric", "sq_l2", "config.loss: "),
+    ("model.head_activation", "swish", "config.model.head_activation"),
     ("num_devices", 8, "config.num_devices=8 but only 4 devices are available"),
     ("evaluation.embedding_layer", "nope", "config.evaluation.embedding_layer='nope'"),
 ])
@@ -144,3 +145,17 @@ def test_main_reports_config_errors_without_traceback(tmp_path):
     assert result.returncode != 0
     assert "error: config.loss.name='hinge'; allowed:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_multistep_schedule_with_warmup_follows_the_cifar_lt_protocol():
+    from imbalance_jax import optim
+    import ml_collections
+    opt = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.1, "schedule": "multistep", "warmup_epochs": 5,
+                                     "boundaries": (160, 180), "decay_factors": (0.01, 0.0001), "momentum": 0.9,
+                                     "nesterov": False, "weight_decay": 2e-4})
+    _, schedule = optim.create_optimizer(opt, steps_per_epoch=10, num_epochs=200)
+    assert float(schedule(0)) == pytest.approx(0.1 / 50)  # linear warm-up over 5 epochs
+    assert float(schedule(49)) == pytest.approx(0.1 * 50 / 50, rel=0.03)
+    assert float(schedule(1000)) == pytest.approx(0.1)
+    assert float(schedule(1700)) == pytest.approx(0.1 * 0.01)
+    assert float(schedule(1900)) == pytest.approx(0.1 * 0.0001)
