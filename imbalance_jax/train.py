@@ -226,10 +226,14 @@ def check_model_and_objective(exp: Experiment, state: TrainState) -> None:
     layer = embedding_layer(exp.config)
     if layer not in features:
         raise ConfigError(f"config.evaluation.embedding_layer={layer!r}; allowed: {sorted(features)}")
-    try:
-        jax.eval_shape(exp.objective, logits, features, batch, state.class_weights)
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"config.loss: {e}") from None
+    checks = [("config.loss", lambda z, f, b: exp.objective.classification(z, b["label"], b["valid"],
+                                                                           state.class_weights))]
+    checks += [(f"config.loss.aux.{t.name}", lambda z, f, b, t=t: t(f, b)) for t in exp.objective.aux]
+    for field, check in checks:
+        try:
+            jax.eval_shape(check, logits, features, batch)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{field}: {e}") from None
 
 
 def embedding_layer(config: ml_collections.ConfigDict) -> str:

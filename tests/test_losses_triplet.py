@@ -62,38 +62,47 @@ def _batch(seed, n=10, d=3, num_classes=3, p_valid=0.8):
     return (rng.normal(size=(n, d)), rng.integers(0, num_classes, n), rng.random(n) < p_valid)
 
 
-@pytest.mark.parametrize("metric,mining", CASES)
-def test_matches_loop_float64(metric, mining):
+def _all_minings(fn, metric, **kw):
+    """One jitted function returning ``fn`` for every mining (one compile per metric)."""
+    return jax.jit(lambda *a: {m: fn(*a, metric=metric, mining=m, **kw) for m in MINING})
+
+
+@pytest.mark.parametrize("metric", TRIPLET_METRICS)
+def test_matches_loop_float64(metric):
     emb, labels, valid = _batch(0)
     margin = 0.2 if metric == "sq_l2" else 0.3
-    want, count = _loop_triplet(emb, labels, valid, margin, metric, mining)
-    assert count > 0
     with jax.enable_x64(True):
-        terms = triplet_loss_terms(jnp.asarray(emb), jnp.asarray(labels), jnp.asarray(valid),
-                                   margin=margin, metric=metric, mining=mining)
-        np.testing.assert_allclose(float(terms["loss"]), want, rtol=1e-9)
-        assert float(terms["num_selected_triplets"]) == count
+        got = _all_minings(triplet_loss_terms, metric, margin=margin)(
+            jnp.asarray(emb), jnp.asarray(labels), jnp.asarray(valid))
+        for mining in MINING:
+            want, count = _loop_triplet(emb, labels, valid, margin, metric, mining)
+            assert count > 0
+            np.testing.assert_allclose(float(got[mining]["loss"]), want, rtol=1e-9)
+            assert float(got[mining]["num_selected_triplets"]) == count
 
 
-@functools.lru_cache(maxsize=None)
-def _fast_and_dense(metric, mining, margin):
-    kw = dict(metric=metric, mining=mining, margin=margin)
-    fast = jax.jit(jax.value_and_grad(functools.partial(triplet_loss, **kw)))
-    dense = jax.jit(jax.value_and_grad(functools.partial(triplet_loss_dense, **kw)))
-    return fast, dense
-
-
-@pytest.mark.parametrize("metric,mining", CASES)
-def test_fast_equals_dense_value_and_grad(metric, mining):
+@pytest.mark.parametrize("metric", TRIPLET_METRICS)
+def test_fast_equals_dense_value_and_grad(metric):
     emb, labels, valid = _batch(1, n=24, d=4, num_classes=4)
     args = (jnp.asarray(emb, jnp.float32), jnp.asarray(labels), jnp.asarray(valid))
-    for margin in (0.1, 1.0):
-        fast, dense = _fast_and_dense(metric, mining, margin)
-        (v_fast, g_fast), (v_dense, g_dense) = fast(*args), dense(*args)
-        assert v_fast.dtype == jnp.float32 and v_fast.shape == ()
-        assert float(v_dense) > 0.0
-        np.testing.assert_allclose(v_fast, v_dense, rtol=2e-5, atol=1e-6)
-        np.testing.assert_allclose(g_fast, g_dense, rtol=1e-4, atol=2e-6)
+
+    def both(e, y, v, margin):
+        out = {}
+        for mining in MINING:
+            kw = dict(metric=metric, mining=mining, margin=margin)
+            out[mining] = (
+                jax.value_and_grad(functools.partial(triplet_loss, **kw))(e, y, v),
+                jax.value_and_grad(functools.partial(triplet_loss_dense, **kw))(e, y, v),
+            )
+        return out
+
+    both = jax.jit(both)
+    for margin in (0.1, 1.0):  # traced: one compile for both margins
+        for mining, ((v_fast, g_fast), (v_dense, g_dense)) in both(*args, margin).items():
+            assert v_fast.dtype == jnp.float32 and v_fast.shape == ()
+            assert float(v_dense) > 0.0, mining
+            np.testing.assert_allclose(v_fast, v_dense, rtol=2e-5, atol=1e-6, err_msg=mining)
+            np.testing.assert_allclose(g_fast, g_dense, rtol=1e-4, atol=2e-6, err_msg=mining)
 
 
 def test_hand_example():
@@ -120,12 +129,19 @@ def _jitted(metric, mining):
         functools.partial(triplet_loss, metric=metric, mining=mining, margin=0.5)))
 
 
+@jax.jit
+def _every_case_value_and_grad(emb, labels, valid):
+    return {case: jax.value_and_grad(functools.partial(
+        triplet_loss, metric=case[0], mining=case[1], margin=0.5))(emb, labels, valid)
+        for case in CASES}
+
+
 @settings(max_examples=25, deadline=None)
 @given(emb_kind=st.sampled_from(["zeros", "identical", "duplicates", "random"]),
        label_kind=st.sampled_from(["one_class", "all_distinct", "random"]),
        valid_kind=st.sampled_from(["all", "none", "one", "random"]),
-       case=st.sampled_from(CASES), seed=st.integers(0, 1000))
-def test_degenerate_batches_finite(emb_kind, label_kind, valid_kind, case, seed):
+       seed=st.integers(0, 1000))
+def test_degenerate_batches_finite(emb_kind, label_kind, valid_kind, seed):
     n, d = 6, 3
     rng = np.random.default_rng(seed)
     emb = {"zeros": np.zeros((n, d)), "identical": np.repeat(rng.normal(size=(1, d)), n, 0),
@@ -135,11 +151,11 @@ def test_degenerate_batches_finite(emb_kind, label_kind, valid_kind, case, seed)
     valid = {"all": np.ones(n, bool), "none": np.zeros(n, bool), "one": np.arange(n) == 0,
              "random": rng.random(n) > 0.5}[valid_kind]
     args = (jnp.asarray(emb, jnp.float32), jnp.asarray(labels, jnp.int32), jnp.asarray(valid))
-    value, grad = _jitted(*case)(*args)
-    assert np.isfinite(value) and np.all(np.isfinite(grad))
-    assert np.all(np.asarray(grad)[~valid] == 0.0)
-    if label_kind != "random" or valid_kind in ("none", "one"):  # no valid triplet at all
-        assert float(value) == 0.0 and np.all(np.asarray(grad) == 0.0)
+    for case, (value, grad) in _every_case_value_and_grad(*args).items():
+        assert np.isfinite(value) and np.all(np.isfinite(grad)), case
+        assert np.all(np.asarray(grad)[~valid] == 0.0), case
+        if label_kind != "random" or valid_kind in ("none", "one"):  # no valid triplet at all
+            assert float(value) == 0.0 and np.all(np.asarray(grad) == 0.0), case
 
 
 def test_single_row():

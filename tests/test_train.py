@@ -117,7 +117,7 @@ def test_early_stopping_stops_and_evaluates_best_epoch(tmp_path):
     ("loss.class_weighting.name", "magic", "config.loss.class_weighting.name='magic'; allowed:"),
     ("loss.aux.asl.weight", -1.0, "config.loss.aux.asl.weight=-1.0 must be >= 0"),
     ("loss.aux.asl.layers", ("head_7",), "config.loss.aux.asl.layers: 'head_7' is not a feature"),
-    ("loss.aux.asl.metric", "sq_l2", "config.loss: "),
+    ("loss.aux.asl.metric", "sq_l2", "config.loss.aux.asl: metric must be one of"),
     ("model.head_activation", "swish", "config.model.head_activation"),
     ("num_devices", 8, "config.num_devices=8 but only 4 devices are available"),
     ("evaluation.embedding_layer", "nope", "config.evaluation.embedding_layer='nope'"),
