@@ -91,11 +91,13 @@ class ClassWeighting:
 # ---------------------------------------------------------------------------------- auxiliary losses
 @dataclasses.dataclass(frozen=True)
 class AuxLossSpec:
-    """How the trainer calls an auxiliary kernel: ``kernel(features[layer], batch[second_input], batch['valid'], **kw)``."""
+    """How the trainer calls an auxiliary kernel:
+    ``kernel(features[layer], batch[second_input], [params[param_path]], batch['valid'], **kw)``."""
 
     kernel: Callable[..., Array]
     second_input: str = "label"  # the batch field passed after the embeddings
     default_layers: tuple[str, ...] = ("head_last",)
+    param_path: tuple[str, ...] = ()  # model parameters the kernel needs (e.g. the affinity prototypes)
 
     def kernel_defaults(self) -> dict:
         """The kernel's keyword-only arguments and their defaults (what a config may set)."""
@@ -109,6 +111,10 @@ AUX_LOSSES: dict[str, AuxLossSpec] = {
     "triplet": AuxLossSpec(losses.triplet_loss, default_layers=("backbone",)),
     "semantic_triplet": AuxLossSpec(losses.semantic_triplet_loss),
     "colour_similarity": AuxLossSpec(losses.colour_similarity_loss, second_input="colour_hist"),
+    # Hayat et al.: the max-margin loss on the affinity classifier's input features and its prototypes
+    # (config.model.classifier="affinity"; sigma/distance/similarity must equal config.model.affinity's).
+    "affinity": AuxLossSpec(losses.affinity_loss, default_layers=("classifier_input",),
+                            param_path=("classifier", "prototypes")),
 }
 
 
@@ -135,8 +141,15 @@ class AuxTerm:
     layers: tuple[str, ...]
     kwargs: Mapping[str, object]
 
-    def __call__(self, features: Mapping[str, Array], batch: Batch) -> Array:
-        return sum(self.spec.kernel(features[layer], batch[self.spec.second_input], batch["valid"], **self.kwargs)
+    def __call__(self, features: Mapping[str, Array], batch: Batch, params: Optional[Mapping] = None) -> Array:
+        extra = []
+        if self.spec.param_path:
+            node = params
+            for key in self.spec.param_path:
+                node = node[key]
+            extra.append(node)
+        return sum(self.spec.kernel(features[layer], batch[self.spec.second_input], *extra, batch["valid"],
+                                    **self.kwargs)
                    for layer in self.layers)
 
 
@@ -178,13 +191,13 @@ class Objective:
     def feature_layers(self) -> set[str]:
         return {layer for t in self.aux for layer in t.layers}
 
-    def __call__(self, logits: Array, features: Mapping[str, Array], batch: Batch,
-                 class_weights: Array) -> tuple[Array, dict[str, Array]]:
+    def __call__(self, logits: Array, features: Mapping[str, Array], batch: Batch, class_weights: Array,
+                 params: Optional[Mapping] = None) -> tuple[Array, dict[str, Array]]:
         cls = self.classification(logits, batch["label"], batch["valid"], class_weights)
         terms = {"classification_loss": cls}
         total = self.classification_weight * cls
         for term in self.aux:
-            value = term(features, batch)
+            value = term(features, batch, params)
             terms[f"{term.name}_loss"] = value
             total = total + term.weight * value
         return total, terms

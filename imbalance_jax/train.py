@@ -94,7 +94,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *, model, objectiv
     def loss_fn(params):
         logits, features, new_stats = apply_model(model, params, state.batch_stats, batch["image"], train=True,
                                                   rng=rng)
-        total, terms = objective(logits, features, batch, state.class_weights)
+        total, terms = objective(logits, features, batch, state.class_weights, params)
         return total, (terms, new_stats, logits)
 
     (total, (terms, new_stats, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -228,10 +228,13 @@ def check_model_and_objective(exp: Experiment, state: TrainState) -> None:
         raise ConfigError(f"config.evaluation.embedding_layer={layer!r}; allowed: {sorted(features)}")
     checks = [("config.loss", lambda z, f, b: exp.objective.classification(z, b["label"], b["valid"],
                                                                            state.class_weights))]
-    checks += [(f"config.loss.aux.{t.name}", lambda z, f, b, t=t: t(f, b)) for t in exp.objective.aux]
+    checks += [(f"config.loss.aux.{t.name}", lambda z, f, b, t=t: t(f, b, state.params)) for t in exp.objective.aux]
     for field, check in checks:
         try:
             jax.eval_shape(check, logits, features, batch)
+        except KeyError as e:
+            raise ConfigError(f"{field}: the model has no parameter {e}; the affinity loss needs "
+                              "config.model.classifier='affinity'") from None
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{field}: {e}") from None
 

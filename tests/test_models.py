@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from imbalance_jax.models import BACKBONES, CosineClassifier, create_model
 from imbalance_jax.models.cifar_resnet import option_a_shortcut
 from imbalance_jax.models.common import batch_norm
+from imbalance_jax.models.heads import TDEClassifier
 
 # Pooled backbone width of every registered backbone at its default width.
 FEATURE_DIMS = {
@@ -334,3 +335,126 @@ def test_option_a_shortcut_subsamples_and_zero_pads():
     np.testing.assert_array_equal(y[..., 8:24], x[:, ::2, ::2, :])
     assert not np.any(y[..., :8]) and not np.any(y[..., 24:])
     np.testing.assert_array_equal(same, x)
+
+
+# ----------------------------------------------------------------------------------- TDE classifier
+def _tde_reference(x, kernel, feature_mean, *, num_heads, tau, gamma, alpha):
+    """Tang et al. 2020, Eq. 6 (alpha = 0: Eq. 4), written out per head and class in numpy float64."""
+    x, kernel, xbar = (np.asarray(a, np.float64) for a in (x, kernel, feature_mean))
+    batch, dim = x.shape
+    h = dim // num_heads
+    out = np.zeros((batch, kernel.shape[1]))
+    for k in range(num_heads):
+        xk, wk, ck = x[:, k * h:(k + 1) * h], kernel[k * h:(k + 1) * h], xbar[k * h:(k + 1) * h]
+        d = ck / np.linalg.norm(ck)
+        for i in range(kernel.shape[1]):
+            w = wk[:, i]
+            denom = np.linalg.norm(w) + gamma
+            for b in range(batch):
+                cos = xk[b] @ d / np.linalg.norm(xk[b])
+                out[b, i] += tau / num_heads * (
+                    w @ xk[b] / (denom * np.linalg.norm(xk[b])) - alpha * cos * (w @ d) / denom)
+    return out
+
+
+def _tde_head_run(head, x, feature_mean):
+    """Init the head, set its moving average, return (kernel, eval logits, train logits, new mean)."""
+    @jax.jit
+    def run(x, feature_mean):
+        variables = head.init(KEY, x, train=False)
+        variables = {"params": variables["params"], "batch_stats": {"feature_mean": feature_mean}}
+        eval_logits = head.apply(variables, x, train=False)
+        train_logits, state = head.apply(variables, x, train=True, mutable=["batch_stats"])
+        return (variables["params"]["kernel"], eval_logits, train_logits,
+                state["batch_stats"]["feature_mean"])
+
+    return jax.device_get(run(x, feature_mean))
+
+
+@pytest.mark.parametrize("num_heads", [1, 2, 3])
+def test_tde_head_matches_numpy_formula(num_heads):
+    head = TDEClassifier(num_classes=4, num_heads=num_heads, tau=16.0, gamma=1 / 32, alpha=1.5,
+                         momentum=0.9)
+    x, xbar = images((5, 6), seed=1), images((6,), seed=2) + 0.5
+    kernel, eval_logits, train_logits, new_mean = _tde_head_run(head, x, xbar)
+    args = dict(num_heads=num_heads, tau=16.0, gamma=1 / 32)
+    np.testing.assert_allclose(eval_logits, _tde_reference(x, kernel, xbar, alpha=1.5, **args),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(train_logits, _tde_reference(x, kernel, xbar, alpha=0.0, **args),
+                               rtol=1e-5, atol=1e-5)
+    assert not np.allclose(eval_logits, train_logits, atol=1e-3)  # the counterfactual term is there
+    np.testing.assert_allclose(new_mean, 0.9 * xbar + 0.1 * x.mean(0), rtol=1e-6)
+
+
+def test_tde_alpha_zero_eval_equals_train_logits():
+    head = TDEClassifier(num_classes=3, num_heads=2, alpha=0.0)
+    x, xbar = images((4, 8), seed=3), images((8,), seed=4)
+    _, eval_logits, train_logits, _ = _tde_head_run(head, x, xbar)
+    np.testing.assert_allclose(eval_logits, train_logits, rtol=1e-6, atol=1e-6)
+
+
+def test_tde_head_finite_at_zero_and_heads_must_divide_width():
+    head = TDEClassifier(num_classes=3, num_heads=2)
+    x = jnp.zeros((2, 4))
+
+    @jax.jit
+    def run(x):
+        params = head.init(KEY, x, train=False)["params"]
+        zero_w = {"params": {"kernel": jnp.zeros_like(params["kernel"])},
+                  "batch_stats": {"feature_mean": jnp.zeros((4,))}}
+        loss = lambda p, z: jnp.sum(head.apply(p, z, train=False))
+        return head.apply(zero_w, x, train=False), jax.grad(loss, argnums=(0, 1))(zero_w, x)
+
+    logits, grads = jax.device_get(run(x))
+    assert np.all(logits == 0)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+    with pytest.raises(ValueError, match=r"config\.model\.tde\.num_heads"):
+        jax.eval_shape(lambda z: TDEClassifier(3, num_heads=3).init(KEY, z, train=False),
+                       jax.ShapeDtypeStruct((2, 4), jnp.float32))
+
+
+def test_tde_classifier_in_model_moving_average_and_eval_formula():
+    """config.model.tde reaches the head; the train step updates batch_stats, evaluation does not."""
+    tde = dict(num_heads=4, tau=10.0, gamma=0.1, alpha=1.0, momentum=0.8)
+    model = create_model(model_config(name="small_cnn", classifier="tde", tde=tde), 5)
+    x = images((4, 8, 8, 1), seed=5)
+    variables = init(model, x)
+    mean0 = variables["batch_stats"]["classifier"]["feature_mean"]
+    assert mean0.shape == (64,) and not np.any(mean0)
+    (_, feats), state = _apply_train(model, variables, x, KEY)
+    mean1 = state["batch_stats"]["classifier"]["feature_mean"]
+    np.testing.assert_allclose(mean1, 0.2 * np.mean(feats["classifier_input"], 0), rtol=1e-5,
+                               atol=1e-7)
+    (_, feats2), state2 = _apply_train(model, {**variables, "batch_stats": state["batch_stats"]},
+                                       x[::-1] * 2.0, KEY)
+    np.testing.assert_allclose(state2["batch_stats"]["classifier"]["feature_mean"],
+                               0.8 * mean1 + 0.2 * np.mean(feats2["classifier_input"], 0),
+                               rtol=1e-5, atol=1e-7)
+    trained = {"params": variables["params"], "batch_stats": state["batch_stats"]}
+    (logits, eval_feats), eval_state = jax.jit(lambda v: model.apply(
+        v, x, train=False, mutable=["batch_stats"]))(trained)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, eval_state["batch_stats"],
+                           trained["batch_stats"])
+    expected = _tde_reference(eval_feats["classifier_input"],
+                              trained["params"]["classifier"]["kernel"], mean1, num_heads=4,
+                              tau=10.0, gamma=0.1, alpha=1.0)
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_tde_defaults_from_config():
+    model = create_model(model_config(name="small_cnn", classifier="tde"), 5)
+    assert (model.tde_num_heads, model.tde_tau, model.tde_gamma, model.tde_alpha,
+            model.tde_momentum) == (2, 16.0, 1 / 32, 1.5, 0.9)
+
+
+@pytest.mark.parametrize("tde,field_name", [
+    (dict(num_heads=0), "config.model.tde.num_heads"),
+    (dict(tau=0.0), "config.model.tde.tau"),
+    (dict(gamma=-0.1), "config.model.tde.gamma"),
+    (dict(alpha=-1.0), "config.model.tde.alpha"),
+    (dict(momentum=1.0), "config.model.tde.momentum"),
+    (dict(heads=2), "config.model.tde"),
+])
+def test_tde_bad_config_raises_naming_the_field(tde, field_name):
+    with pytest.raises(ValueError, match=field_name.replace(".", r"\.")):
+        create_model(model_config(name="small_cnn", classifier="tde", tde=tde), 10)

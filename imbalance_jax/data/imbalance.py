@@ -66,7 +66,8 @@ def balanced_holdout(labels: np.ndarray, num_classes: int, rng: np.random.Genera
         idx = rng.permutation(np.flatnonzero(labels == c))
         n = per_class if per_class else (max(1, int(round(fraction * len(idx)))) if fraction > 0 else 0)
         if n >= len(idx) and n > 0:
-            raise ValueError(f"class {c} has {len(idx)} images, cannot hold out {n} of them")
+            raise ValueError(f"class {c} has {len(idx)} images, cannot hold out {n} of them for a balanced "
+                             "split (config.data.val_per_class / val_fraction / test_fraction)")
         held.append(idx[:n])
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
     kept = np.setdiff1d(np.arange(len(labels)), held_idx)

@@ -288,7 +288,8 @@ def _read_list_file(path: str, root: str, label_column: str) -> tuple[list[str],
 def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
     """Images from ``data.dir``: ``<dir>/<class>/*.jpg``, or ``<dir>/train`` and ``<dir>/test`` of that form,
     or list files ``data.train_list`` / ``data.test_list`` (CSV with ``path`` + ``data.label_column``, or
-    TXT ``path label`` lines; paths relative to ``data.dir``). Images are decoded and resized to
+    TXT ``path label`` lines; paths relative to ``data.dir``; ``data.variable``, when set, names the CSV
+    column, as in SILKNOW's one-column-per-variable lists; rows with an empty label are skipped). Images are decoded and resized to
     ``data.image_size`` at load time (fine for datasets up to tens of thousands of images)."""
     root = _get(data_config, "dir", None)
     if not root or not os.path.isdir(root):
@@ -296,7 +297,7 @@ def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
                            "<dir>/<class>/*.jpg (or train/ and test/ of that form, or list files)")
     size = int(_get(data_config, "image_size", 0) or 64)
     channels = int(_get(data_config, "channels", 3))
-    label_column = _get(data_config, "label_column", "label")
+    label_column = _get(data_config, "variable", "") or _get(data_config, "label_column", "label")
     train_list, test_list = _get(data_config, "train_list", None), _get(data_config, "test_list", None)
     if train_list:
         split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column)}

@@ -59,11 +59,9 @@ TRIPLET_METRICS: tuple[str, ...] = ("sq_l2", "l2", "cosine")
 #   sum_hard / count_hard          sum of per-anchor hard hinges / number of eligible anchors
 
 
-def _check_args(metric: str, mining: str, margin: float) -> None:
+def _check_args(metric: str, mining: str) -> None:
     check_metric(metric, TRIPLET_METRICS)
     check_metric(mining, MINING, name="mining")
-    if not isinstance(margin, (int, float)) and not hasattr(margin, "dtype"):
-        raise ValueError(f"margin must be a real number, got {margin!r}.")
 
 
 def _prepare(embeddings, labels, valid, metric, axis_name):
@@ -193,7 +191,7 @@ def triplet_loss_terms(
     hinge > 0) and "fraction_active". Counts are float32 (B^3 overflows int32 at B ~ 1300).
     See ``triplet_loss`` for the arguments.
     """
-    _check_args(metric, mining, margin)
+    _check_args(metric, mining)
     dist, ap, an = _prepare(embeddings, labels, valid, metric, axis_name)
     return _terms(_triplet_stats_fast(dist, ap, an, margin), mining)
 
@@ -241,7 +239,7 @@ def triplet_loss_dense(
     O(B^3) time and memory (4 GiB per tensor at B = 1024 in float32): for tests and benchmarks
     only; use ``triplet_loss``. Same arguments and result as ``triplet_loss``.
     """
-    _check_args(metric, mining, margin)
+    _check_args(metric, mining)
     dist, ap, an = _prepare(embeddings, labels, valid, metric, axis_name)
     return _terms(_triplet_stats_dense(dist, ap, an, margin), mining)["loss"]
 

@@ -26,17 +26,20 @@ import jax
 import jax.numpy as jnp
 
 from imbalance_jax.models.common import batch_norm, check_images
-from imbalance_jax.models.heads import CosineClassifier, ProjectionHead
+from imbalance_jax.models.heads import CosineClassifier, ProjectionHead, TDEClassifier
 
-CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear")
+CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear", "tde")
 
 
 class ImageClassifier(nn.Module):
-    """Backbone + optional Dense projection head + linear / cosine / affinity classifier.
+    """Backbone + optional Dense projection head + linear / cosine / affinity / TDE classifier.
 
     Parameter names: "backbone", "head" (when head_widths is non-empty), "classifier" (the Dense,
-    the cosine classifier or the AffinityHead, whose prototypes the affinity loss reads) and, for the
-    affinity classifier, "classifier_norm" (the BatchNorm on its input features).
+    the cosine classifier, the AffinityHead, whose prototypes the affinity loss reads, or the
+    TDEClassifier) and, for the affinity classifier, "classifier_norm" (the BatchNorm on its input
+    features). The TDE classifier keeps its feature moving average in
+    ``batch_stats["classifier"]["feature_mean"]``, updated by every train-mode call, and returns the
+    counterfactual TDE logits when ``train=False`` (see :class:`TDEClassifier`).
     """
 
     backbone: nn.Module
@@ -50,6 +53,11 @@ class ImageClassifier(nn.Module):
     affinity_sigma: float = 10.0
     affinity_distance: str = "sq_l2"
     affinity_similarity: str = "gaussian"
+    tde_num_heads: int = 2
+    tde_tau: float = 16.0
+    tde_gamma: float = 1.0 / 32.0
+    tde_alpha: float = 1.5
+    tde_momentum: float = 0.9
 
     @nn.compact
     def __call__(self, images: jax.Array, *, train: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -67,7 +75,7 @@ class ImageClassifier(nn.Module):
             features["head_last"] = x = outputs[-1]
         x = self._classifier_input(x, train)
         features["classifier_input"] = x
-        logits = self._logits(x)
+        logits = self._logits(x, train)
         return logits.astype(jnp.float32), features
 
     def _classifier_input(self, x: jax.Array, train: bool) -> jax.Array:
@@ -76,7 +84,7 @@ class ImageClassifier(nn.Module):
             return batch_norm(train, jnp.float32)(name="classifier_norm")(x)
         return x
 
-    def _logits(self, x: jax.Array) -> jax.Array:
+    def _logits(self, x: jax.Array, train: bool) -> jax.Array:
         if self.classifier == "linear":
             return nn.Dense(self.num_classes, name="classifier")(x)
         if self.classifier == "cosine":
@@ -93,5 +101,15 @@ class ImageClassifier(nn.Module):
                 similarity=self.affinity_similarity,
                 name="classifier",
             )(x)
+        if self.classifier == "tde":
+            return TDEClassifier(
+                self.num_classes,
+                num_heads=self.tde_num_heads,
+                tau=self.tde_tau,
+                gamma=self.tde_gamma,
+                alpha=self.tde_alpha,
+                momentum=self.tde_momentum,
+                name="classifier",
+            )(x, train=train)
         raise ValueError(
             f"config.model.classifier must be one of {list(CLASSIFIERS)}, got {self.classifier!r}.")

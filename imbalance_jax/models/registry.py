@@ -120,6 +120,35 @@ def _check_positive_float(value: Any, name: str) -> float:
     return float(value)
 
 
+def _check_float_in(value: Any, name: str, low: float, high: float = float("inf")) -> float:
+    """A number in [low, high); ValueError naming the field otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+        raise ValueError(f"{_field(name)} must be a number in [{low}, {high}), got {value!r}.")
+    return float(value)
+
+
+# config.model.tde fields and their defaults (TDE reference code; alpha of its CIFAR-100-LT config).
+TDE_DEFAULTS: dict[str, Any] = {"num_heads": 2, "tau": 16.0, "gamma": 1.0 / 32.0, "alpha": 1.5,
+                                "momentum": 0.9}
+
+
+def _tde_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated ``config.model.tde`` (defaults for absent fields; unknown fields are refused)."""
+    tde = cfg.get("tde", None) or {}
+    unknown = sorted(set(tde.keys()) - set(TDE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{_field('tde')} has unknown field(s) {unknown}; "
+                         f"allowed: {sorted(TDE_DEFAULTS)}.")
+    value = {k: tde.get(k, default) for k, default in TDE_DEFAULTS.items()}
+    return {
+        "tde_num_heads": _check_positive_int(value["num_heads"], "tde.num_heads"),
+        "tde_tau": _check_positive_float(value["tau"], "tde.tau"),
+        "tde_gamma": _check_float_in(value["gamma"], "tde.gamma", 0.0),
+        "tde_alpha": _check_float_in(value["alpha"], "tde.alpha", 0.0),
+        "tde_momentum": _check_float_in(value["momentum"], "tde.momentum", 0.0, 1.0),
+    }
+
+
 def _check_choice(value: Any, name: str, allowed: Any) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{_field(name)} must be one of {sorted(allowed)}, got {value!r}.")
@@ -154,7 +183,10 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
     Fields (defaults when absent): name (required), head_widths=(), head_activation="relu",
     dropout=0.0, classifier="linear", dtype="float32", cosine_scale=16.0,
     affinity={num_centres: 1, sigma: 10.0, distance: "sq_l2", similarity: "gaussian"},
-    plus the backbone options of this module's docstring.
+    tde={num_heads: 2, tau: 16.0, gamma: 1/32, alpha: 1.5, momentum: 0.9} (classifier "tde":
+    K heads, scale tau, causal-norm gamma, TDE strength alpha >= 0 used at evaluation only, feature
+    moving-average momentum in [0, 1); see heads.TDEClassifier), plus the backbone options of this
+    module's docstring.
     """
     cfg = model_config
     name = cfg.get("name", None)
@@ -178,6 +210,7 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
     affinity = cfg.get("affinity", None) or {}
     num_centres = _check_positive_int(affinity.get("num_centres", 1), "affinity.num_centres")
     sigma = _check_positive_float(affinity.get("sigma", 10.0), "affinity.sigma")
+    tde = _tde_options(cfg)
 
     backbone = BACKBONES[name](dtype=dtype, **_backbone_options(cfg, name))
     return ImageClassifier(
@@ -192,4 +225,5 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         affinity_sigma=sigma,
         affinity_distance=str(affinity.get("distance", "sq_l2")),
         affinity_similarity=str(affinity.get("similarity", "gaussian")),
+        **tde,
     )
