@@ -46,7 +46,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.head_activation = "relu"
     config.model.dropout = 0.0
     config.model.classifier = "linear"
-    config.model.dtype = "float32"
+    config.model.dtype = "float32"  # compute dtype of the backbone: float32 | bfloat16
+    config.model.cosine_scale = 16.0  # classifier="cosine"
+    config.model.affinity = ml_collections.ConfigDict(  # classifier="affinity" (Hayat et al.)
+        {"num_centres": 1, "sigma": 10.0, "distance": "sq_l2", "similarity": "gaussian"})
+    config.model.tde = ml_collections.ConfigDict(  # classifier="tde" (Tang et al. 2020)
+        {"num_heads": 2, "tau": 16.0, "gamma": 1 / 32, "alpha": 1.5, "momentum": 0.9})
+    config.model.pretrained_path = ""  # local .npz or orbax checkpoint; nothing is ever downloaded
+    config.model.pretrained_prefix = "backbone"
+    config.model.pretrained_strict = True
 
     config.loss = ml_collections.ConfigDict()
     config.loss.name = "ce"

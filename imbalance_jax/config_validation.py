@@ -66,6 +66,16 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, process
     _one_of("config.optimizer.schedule", config.optimizer.get("schedule", "constant"), optim.SCHEDULES)
     if not float(config.optimizer.learning_rate) > 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0")
+    affinity = config.loss.get("aux", {}).get("affinity", None)
+    if affinity is not None and float(affinity.get("weight", 0.0)) > 0:
+        if config.model.get("classifier", "linear") != "affinity":
+            raise ConfigError("config.loss.aux.affinity needs config.model.classifier='affinity' (its prototypes); "
+                              f"got {config.model.get('classifier', 'linear')!r}")
+        head = config.model.get("affinity", {})
+        for key in ("sigma", "distance", "similarity"):
+            if key in head and head[key] != affinity.get(key):
+                raise ConfigError(f"config.loss.aux.affinity.{key}={affinity.get(key)!r} differs from "
+                                  f"config.model.affinity.{key}={head[key]!r}; they must be equal")
     try:
         objectives.validate_loss_config(config.loss)
     except objectives.ObjectiveConfigError as e:

@@ -206,7 +206,17 @@ def initial_state(exp: Experiment) -> TrainState:
                                  batch_stats=variables.get("batch_stats", {}), rng=state_rng,
                                  class_weights=class_weights)
 
-    return jax.jit(init, out_shardings=exp.replicated)()
+    state = jax.jit(init, out_shardings=exp.replicated)()
+    path = exp.config.model.get("pretrained_path", "")
+    if path:
+        try:
+            variables = models.load_pretrained({"params": state.params, "batch_stats": state.batch_stats}, path,
+                                               prefix=exp.config.model.get("pretrained_prefix", "backbone"),
+                                               strict=bool(exp.config.model.get("pretrained_strict", True)))
+        except (ValueError, FileNotFoundError) as e:
+            raise ConfigError(str(e)) from None
+        state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
+    return state
 
 
 def check_model_and_objective(exp: Experiment, state: TrainState) -> None:

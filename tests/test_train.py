@@ -133,7 +133,7 @@ def test_bad_config_stops_with_a_clear_message(tmp_path, field, value, message):
 def test_unknown_aux_loss_is_rejected(tmp_path):
     config = tiny_config()
     config.loss.aux.centre = {"weight": 1.0}
-    with pytest.raises(ConfigError, match=r"config.loss.aux.centre: unknown auxiliary loss; allowed: \['asl'"):
+    with pytest.raises(ConfigError, match=r"config.loss.aux.centre: unknown auxiliary loss; allowed: \['affinity', 'asl'"):
         train.train_and_evaluate(config, str(tmp_path))
 
 

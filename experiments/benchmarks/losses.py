@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import functools
 import importlib
+import os
 import platform
 import statistics
 import time
@@ -193,7 +194,7 @@ def _ratio(a: Optional[float], b: Optional[float]) -> str:
 def run(args) -> str:
     kernels = [k for k in build_kernels() if not args.kernels or any(s in k.name for s in args.kernels)]
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {jax.device_count()} "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, {jax.device_count()} "
         f"{jax.default_backend()} device(s), jax {jax.__version__}. D = {args.dim}, "
         f"C = {args.num_classes}. Time: median of {args.repeats} runs after one warm-up "
         f"({args.large_repeats} for B >= {args.large_batch}). Memory: XLA temp + output buffers.",

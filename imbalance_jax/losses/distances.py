@@ -137,12 +137,13 @@ def pairwise_distances(x: Array, y: Optional[Array] = None, *, metric: str = "l2
 
     Gradients are finite everywhere, including coinciding points and zero vectors.
 
-    Precision: "sq_l2", "l2" and "cosine" use the matmul expansion (fast, O(B B') memory), so in
-    float32 "sq_l2" carries an absolute error of about 1e-7 * (|x|^2 + |y|^2) (after centring),
-    and "l2" between two distinct but (nearly) coinciding rows is only accurate to the square
-    root of that (~1e-4 for unit-scale embeddings). The diagonal of the ``y=None`` matrix is exact.
-    "l1" is exact up to summation rounding and runs over row blocks (custom VJP) to stay at
-    O(B B') memory.
+    Precision and cost: "sq_l2" and "l2" use the matmul expansion |x|^2 + |y|^2 - 2 x.y (fast,
+    O(B B') memory), so in float32 "sq_l2" carries an absolute error of about
+    1e-7 * (|x|^2 + |y|^2) (after centring), and "l2" between two distinct but (nearly)
+    coinciding rows is only accurate to the square root of that (~3e-4 for unit-scale
+    embeddings). "cosine" is a matmul of unit vectors. The diagonal of the ``y=None`` matrix is
+    exact. "l1" has no matmul form: it runs over row blocks (custom VJP) to stay at O(B B')
+    memory, at B B' D elementwise cost.
     """
     check_metric(metric)
     chex.assert_rank(x, 2)

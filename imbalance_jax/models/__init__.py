@@ -4,7 +4,8 @@
 chosen by name from ``BACKBONES``; see ``classifier.py`` for the call convention and feature keys.
 """
 from imbalance_jax.models.classifier import CLASSIFIERS, ImageClassifier
-from imbalance_jax.models.heads import CosineClassifier, ProjectionHead
+from imbalance_jax.models.heads import CosineClassifier, ProjectionHead, TDEClassifier
+from imbalance_jax.models.pretrained import load_pretrained, save_npz
 from imbalance_jax.models.registry import BACKBONE_OPTIONS, BACKBONES, create_model
 
 __all__ = [
@@ -14,5 +15,8 @@ __all__ = [
     "CosineClassifier",
     "ImageClassifier",
     "ProjectionHead",
+    "TDEClassifier",
+    "load_pretrained",
+    "save_npz",
     "create_model",
 ]

@@ -1,0 +1,183 @@
+"""Markdown tables of a sweep's finished cells.
+
+    python -m experiments.report <sweep name or path> [--out experiments/results/<sweep>.md] [--runs_dir=DIR]
+                                 [--split test]
+
+One row per method (× grid point); columns accuracy, balanced accuracy, macro F1, minority-class F1 and
+many/medium/few-shot accuracy of ``metrics.json[split]``, each as mean ± sample std (ddof = 1) over the
+finished seeds, in %; an ``n`` column appears when some row has fewer finished seeds than the sweep asks for.
+Cells that are not finished are listed with their state (not run, interrupted, failed, stale); the appendix
+gives every finished cell's command and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import sys
+from typing import Optional, Sequence, Union
+
+from experiments import sweeps
+from experiments.sweeps import Cell, Sweep
+
+PathLike = Union[str, os.PathLike]
+
+METRICS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
+           ("minority_f1", "Minority F1"), ("many_shot_accuracy", "Many-shot acc."),
+           ("medium_shot_accuracy", "Medium-shot acc."), ("few_shot_accuracy", "Few-shot acc."))
+_STATE = {"todo": "not run", "partial": "interrupted: has checkpoints, resumes on the next run",
+          "failed": "failed", "stale": "stale: its command.txt differs from the sweep's command (the sweep "
+                                       "changed); delete the cell's directory and rerun it"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CellResult:
+    """What a cell's directory holds."""
+
+    cell: Cell
+    workdir: pathlib.Path
+    status: str  # one of sweeps.STATUSES
+    metrics: Optional[dict]  # metrics.json (finished cells only)
+    command: Optional[str]  # command.txt
+    wall_time: Optional[float]  # wall_time.txt, seconds
+    error: Optional[str]  # last line of error.txt
+
+
+def _read(path: pathlib.Path) -> Optional[str]:
+    return path.read_text().strip() if path.is_file() else None
+
+
+def collect(sweep: Sweep, runs_dir: PathLike = sweeps.DEFAULT_RUNS_DIR) -> list[CellResult]:
+    """Every cell of the sweep with its status and, when finished, its metrics."""
+    results = []
+    for cell in sweep.cells():
+        workdir = cell.workdir(runs_dir)
+        status = sweeps.cell_status(cell, runs_dir)
+        metrics = json.loads(_read(workdir / sweeps.METRICS_FILE)) if status == "done" else None
+        wall_time = _read(workdir / sweeps.WALL_TIME_FILE)
+        error = _read(workdir / sweeps.ERROR_FILE)
+        results.append(CellResult(cell, workdir, status, metrics, _read(workdir / sweeps.COMMAND_FILE),
+                                  float(wall_time) if wall_time else None,
+                                  error.splitlines()[-1] if error else None))
+    return results
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
+    """Mean and sample standard deviation (ddof = 1; None for a single value)."""
+    if not values:
+        raise ValueError("mean_std(values): needs at least one value")
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def format_percent(values: Sequence[float]) -> str:
+    """``"71.23 ± 0.45"`` for fractions in [0, 1] shown in %; one value has no ± part; none is ``—``."""
+    if not values:
+        return "—"
+    mean, std = mean_std([100.0 * v for v in values])
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def _table(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]:
+    axes = [axis.name for axis in sweep.axes()]
+    done: dict = {}
+    for r in results:
+        if r.status == "done":
+            done.setdefault(r.cell.row, []).append(r.metrics.get(split, {}))
+    rows = sweep.rows()
+    show_n = any(len(done.get(row, [])) < len(sweep.seeds) for row in rows)
+    header = ["Method", *axes, *(["n"] if show_n else []), *(title for _, title in METRICS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        method, grid = row
+        runs = done.get(row, [])
+        values = [format_percent([m[key] for m in runs if m.get(key) is not None]) for key, _ in METRICS]
+        cells = [method, *(label for _, label in grid), *([f"n={len(runs)}"] if show_n else []), *values]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _methods(sweep: Sweep) -> list[str]:
+    lines = []
+    for method, spec in sweep.methods.items():
+        spec = dict(spec)
+        config = spec.pop("config", sweep.base_config)
+        overrides = " ".join(f"`{path}={sweeps.format_value(path, v)}`" for path, v in spec.items())
+        lines.append(f"- **{method}**: `{config}`" + (f" with {overrides}" if overrides else ""))
+    if sweep.common_overrides:
+        common = " ".join(f"`{p}={sweeps.format_value(p, v)}`" for p, v in sweep.common_overrides.items())
+        lines.append(f"- every cell: {common}")
+    for axis, (key, values) in zip(sweep.axes(), sweep.grid.items()):
+        detail = ("; ".join(f"{label}: " + ", ".join(f"`{p}={sweeps.format_value(p, v)}`"
+                                                     for p, v in overrides.items())
+                            for label, overrides in axis.values)
+                  if isinstance(values[0], sweeps.Setting) else f"`{key}` ∈ {{{', '.join(label for label, _ in axis.values)}}}")
+        lines.append(f"- grid axis **{axis.name}**: {detail}")
+    return lines
+
+
+def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test") -> str:
+    """The Markdown report of a sweep (see the module docstring)."""
+    finished = sum(r.status == "done" for r in results)
+    title = f"# Sweep `{sweep.name}`"
+    lines = [title, ""]
+    if sweep.description:
+        lines += [sweep.description.strip(), ""]
+    lines += [f"Seeds {', '.join(map(str, sweep.seeds))}; {finished}/{len(results)} cells finished. "
+              f"`{split}` metrics in %, mean ± sample standard deviation (ddof = 1) over the finished seeds "
+              "(a single seed has no ±); — = no finished seed, or no class in that shot group.", ""]
+    lines += _table(sweep, results, split)
+    lines += ["", "## Methods", "", *_methods(sweep)]
+    missing = [r for r in results if r.status != "done"]
+    lines += ["", f"## Missing cells ({len(missing)})", ""]
+    if missing:
+        for r in missing:
+            state = _STATE[r.status] + (f": {r.error}" if r.status == "failed" and r.error else "")
+            lines.append(f"- `{r.cell.key}` — {state}")
+        lines += ["", f"Run them with `python -m experiments.run {sweep.name}` (finished cells are skipped)."]
+    else:
+        lines.append("None: every cell finished.")
+    lines += ["", "## Appendix: commands and wall times", "",
+              "Each command reproduces its cell when run from the repository root.", ""]
+    for r in results:
+        if r.status != "done":
+            continue
+        wall = "wall time not recorded" if r.wall_time is None else f"{r.wall_time:.1f} s"
+        epochs = r.metrics.get("epochs_trained")
+        detail = f"{wall}, {epochs} epochs" + (" (stopped early)" if r.metrics.get("stopped_early") else "")
+        lines += [f"- `{r.cell.key}` ({detail})", f"  `{r.command or r.cell.command(r.workdir)}`"]
+    if not finished:
+        lines.append("No finished cell yet.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep", help=f"a sweep name ({', '.join(sweeps.sweep_names())}) or a .py path")
+    parser.add_argument("--out", default=None, help="Markdown file (default: experiments/results/<sweep>.md)")
+    parser.add_argument("--runs_dir", default=str(sweeps.DEFAULT_RUNS_DIR),
+                        help="where the cells live (default: experiments/runs)")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                        help="which split's metrics the table shows (default: test)")
+    args = parser.parse_args(argv)
+    try:
+        sweep = sweeps.load_sweep(args.sweep)
+    except ValueError as e:
+        parser.error(str(e))
+    results = collect(sweep, args.runs_dir)
+    out = pathlib.Path(args.out) if args.out else sweeps.DEFAULT_RESULTS_DIR / f"{sweep.name}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(sweep, results, args.split))
+    finished = sum(r.status == "done" for r in results)
+    print(f"{sweep.name}: {finished}/{len(results)} cells finished; wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

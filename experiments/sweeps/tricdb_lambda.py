@@ -1,0 +1,14 @@
+"""TriCDB-CE paper Table 1 on Fashion-MNIST-LT: triplet-loss weight λ ∈ {0.25, 0.5, 0.75, 1.0}, plus λ = 0 (the
+triplet term off: CDB-CE alone) as the reference."""
+
+from experiments.sweeps import Sweep, tied
+from experiments.sweeps.fmnist_main import TRICDB
+
+SWEEP = Sweep(
+    name="tricdb_lambda",
+    base_config=TRICDB,
+    methods={"TriCDB-CE": {}},
+    seeds=(0, 1),
+    grid={"lambda": tied(("loss.aux.triplet.weight",), [0.0, 0.25, 0.5, 0.75, 1.0])},
+    description="TriCDB-CE paper Table 1: λ = 1.0 gives the best results; adding the triplet term helps CDB-CE.",
+)

@@ -1,0 +1,84 @@
+"""The loss registry (objectives.py): names, options, class weighting and its update during training."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from imbalance_jax import losses, objectives, train
+from test_train import tiny_config
+
+
+def test_aux_loss_config_lists_every_kernel_option():
+    entry = objectives.aux_loss_config("triplet", weight=1.0)
+    assert entry.weight == 1.0 and entry.layers == ("backbone",)
+    assert entry.margin == 0.2 and entry.mining == "violating" and entry.metric == "sq_l2"
+    with pytest.raises(objectives.ObjectiveConfigError, match=r"config.loss.aux.triplet.alpha: unknown option"):
+        objectives.aux_loss_config("triplet", alpha=0.3)
+
+
+def test_objective_sums_weighted_terms():
+    cfg = ml_collections.ConfigDict({"name": "ce", "weight": 0.5, "aux": {
+        "asl": objectives.aux_loss_config("asl", weight=2.0, layers=("head_0", "head_1"))}})
+    objective = objectives.build_objective(cfg, np.array([5, 3]))
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
+    features = {"head_0": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
+                "head_1": jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)}
+    batch = {"label": jnp.array([0, 1, 0, 1, 1, 0]), "valid": jnp.ones(6, bool)}
+    total, terms = objective(logits, features, batch, jnp.ones(2))
+    ce = losses.softmax_cross_entropy(logits, batch["label"])
+    asl = sum(losses.aggregation_separation_loss(features[k], batch["label"]) for k in ("head_0", "head_1"))
+    np.testing.assert_allclose(terms["asl_loss"], asl, rtol=1e-6)
+    np.testing.assert_allclose(total, 0.5 * ce + 2.0 * asl, rtol=1e-6)
+
+
+def test_zero_weight_disables_an_aux_loss():
+    cfg = ml_collections.ConfigDict({"name": "ce", "aux": {"asl": objectives.aux_loss_config("asl", weight=0.0)}})
+    assert objectives.build_objective(cfg, np.ones(3)).aux == ()
+
+
+def test_drw_switches_at_its_epoch_and_cdb_starts_uniform():
+    counts = np.array([100, 10, 1])
+    drw = objectives.ClassWeighting("drw", counts, beta=0.999, start_epoch=3)
+    np.testing.assert_allclose(drw.weights(2), np.ones(3))
+    np.testing.assert_allclose(drw.weights(3), losses.class_balanced_weights(counts, beta=0.999), rtol=1e-6)
+    cdb = objectives.ClassWeighting("cdb", counts)
+    np.testing.assert_allclose(cdb.weights(0), np.ones(3))
+    acc = np.array([0.9, 0.5, 0.2], np.float32)
+    np.testing.assert_allclose(cdb.weights(1, acc), losses.cdb_weights(acc), rtol=1e-6)
+
+
+def test_cdb_weights_follow_validation_accuracy_between_epochs(tmp_path):
+    config = tiny_config(num_epochs=3, **{"loss.class_weighting.name": "cdb"})
+    train.train_and_evaluate(config, str(tmp_path), stop_after_epoch=2)
+    exp = train.build_experiment(config)
+    _, eval_fn = train.compile_steps(exp)
+    manager = train.checkpoint_manager(str(tmp_path), config)
+    weights = []
+    for epoch in (1, 2):
+        state, meta = train.restore_checkpoint(manager, epoch, train.initial_state(exp))
+        val = train.evaluate(exp, eval_fn, state, "val")
+        expected = losses.cdb_weights(val.class_accuracy.astype(np.float32))
+        np.testing.assert_allclose(state.class_weights, expected, rtol=1e-5)
+        weights.append(np.asarray(state.class_weights))
+    assert not np.allclose(weights[0], 1.0) and not np.allclose(weights[0], weights[1])
+
+
+def test_affinity_loss_reads_the_prototypes_of_the_affinity_classifier(tmp_path):
+    config = tiny_config()
+    config.model.head_widths = ()
+    config.model.classifier = "affinity"
+    config.model.affinity.num_centres = 2
+    config.loss.name = "none"
+    config.loss.aux = {"affinity": objectives.aux_loss_config("affinity", weight=1.0)}
+    metrics = train.train_and_evaluate(config, str(tmp_path))
+    assert metrics["test"]["balanced_accuracy"] > 0.1
+
+
+def test_affinity_loss_without_affinity_classifier_is_rejected(tmp_path):
+    config = tiny_config()
+    config.loss.aux = {"affinity": objectives.aux_loss_config("affinity", weight=1.0)}
+    with pytest.raises(train.ConfigError, match="config.loss.aux.affinity needs config.model.classifier='affinity'"):
+        train.train_and_evaluate(config, str(tmp_path))
