@@ -18,6 +18,7 @@ def set_clustering(config, semantic: float = 0.5, colour: float = 0.5) -> None:
     config.model.head_widths = (1024, 32)
     config.model.head_activation = "relu"
     config.model.dropout = 0.3
+    config.model.classifier_activation = "relu"  # f_tfc → ReLU → Dense → softmax
     config.loss.name = "ce"
     config.loss.weight = 1.0
     config.loss.aux = {

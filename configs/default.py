@@ -45,7 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.head_widths = (32, 2)
     config.model.head_activation = "relu"
     config.model.dropout = 0.0
-    config.model.classifier = "linear"
+    config.model.classifier = "linear"  # linear | cosine | affinity | tde
+    config.model.classifier_activation = "none"  # activation between head_last and the classifier
     config.model.dtype = "float32"  # compute dtype of the backbone: float32 | bfloat16
     config.model.cosine_scale = 16.0  # classifier="cosine"
     config.model.affinity = ml_collections.ConfigDict(  # classifier="affinity" (Hayat et al.)

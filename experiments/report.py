@@ -122,8 +122,9 @@ def _methods(sweep: Sweep) -> list[str]:
     return lines
 
 
-def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test") -> str:
-    """The Markdown report of a sweep (see the module docstring)."""
+def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test", sweep_arg: Optional[str] = None) -> str:
+    """The Markdown report of a sweep (see the module docstring); ``sweep_arg`` is how the sweep is named on the
+    ``experiments.run`` command line (default: its name)."""
     finished = sum(r.status == "done" for r in results)
     title = f"# Sweep `{sweep.name}`"
     lines = [title, ""]
@@ -140,7 +141,7 @@ def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test") -> 
         for r in missing:
             state = _STATE[r.status] + (f": {r.error}" if r.status == "failed" and r.error else "")
             lines.append(f"- `{r.cell.key}` — {state}")
-        lines += ["", f"Run them with `python -m experiments.run {sweep.name}` (finished cells are skipped)."]
+        lines += ["", f"Run them with `python -m experiments.run {sweep_arg or sweep.name}` (finished cells are skipped)."]
     else:
         lines.append("None: every cell finished.")
     lines += ["", "## Appendix: commands and wall times", "",
@@ -150,7 +151,7 @@ def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test") -> 
             continue
         wall = "wall time not recorded" if r.wall_time is None else f"{r.wall_time:.1f} s"
         epochs = r.metrics.get("epochs_trained")
-        detail = f"{wall}, {epochs} epochs" + (" (stopped early)" if r.metrics.get("stopped_early") else "")
+        detail = f"{wall}, {epochs} epoch{'' if epochs == 1 else 's'}" + (" (stopped early)" if r.metrics.get("stopped_early") else "")
         lines += [f"- `{r.cell.key}` ({detail})", f"  `{r.command or r.cell.command(r.workdir)}`"]
     if not finished:
         lines.append("No finished cell yet.")
@@ -173,7 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = collect(sweep, args.runs_dir)
     out = pathlib.Path(args.out) if args.out else sweeps.DEFAULT_RESULTS_DIR / f"{sweep.name}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(sweep, results, args.split))
+    out.write_text(render(sweep, results, args.split, sweep_arg=args.sweep))
     finished = sum(r.status == "done" for r in results)
     print(f"{sweep.name}: {finished}/{len(results)} cells finished; wrote {out}")
     return 0

@@ -92,7 +92,7 @@ def _culprit(flags: list[str], error: Exception) -> str:
         try:
             parse_flags([flags[0], flag])
         except Exception as e:  # noqa: BLE001
-            text = str(e).replace("\\n", " ").replace("\\'", "'").replace("\n", " ").strip("'\" ")
+            text = " ".join(str(e).replace("\\n", " ").replace("\\'", "").replace("'", "").split())
             return f"{flag}: {type(e).__name__}: {text}"
     return f"{type(error).__name__}: {error}"
 
@@ -199,10 +199,11 @@ def select(cells: Sequence[Cell], only: Optional[str]) -> list[Cell]:
 
 
 def run_sweep(sweep: Sweep, runs_dir: PathLike = sweeps.DEFAULT_RUNS_DIR, *, only: Optional[str] = None,
-              dry_run: bool = False, use_subprocess: bool = False, out: TextIO = sys.stdout) -> int:
-    """Runs the selected cells that are not finished; returns the exit status (0: all selected cells done)."""
+              dry_run: bool = False, use_subprocess: bool = False, out: Optional[TextIO] = None) -> int:
+    """Runs the selected cells that are not finished; returns the exit status (0: every selected cell finished,
+    1: some failed or are stale, 2: invalid configs or no cell selected). Progress goes to ``out`` (stdout)."""
     def say(text: str) -> None:
-        print(text, file=out, flush=True)
+        print(text, file=out or sys.stdout, flush=True)
 
     cells = select(sweep.cells(), only)
     if not cells:

@@ -458,3 +458,19 @@ def test_tde_defaults_from_config():
 def test_tde_bad_config_raises_naming_the_field(tde, field_name):
     with pytest.raises(ValueError, match=field_name.replace(".", r"\.")):
         create_model(model_config(name="small_cnn", classifier="tde", tde=tde), 10)
+
+
+def test_classifier_activation_is_applied_before_the_classifier_only():
+    import ml_collections
+    from imbalance_jax.models import create_model
+    cfg = ml_collections.ConfigDict({"name": "small_cnn", "head_widths": (8, 3), "classifier_activation": "relu"})
+    model = create_model(cfg, num_classes=4)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 8, 1)), jnp.float32)
+    variables = model.init(jax.random.PRNGKey(0), x, train=False)
+    logits, features = model.apply(variables, x, train=False)
+    assert (features["head_last"] < 0).any()  # the 3-d layer itself stays linear
+    dense = variables["params"]["classifier"]
+    expected = jnp.maximum(features["head_last"], 0) @ dense["kernel"] + dense["bias"]
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="config.model.classifier_activation"):
+        create_model(ml_collections.ConfigDict({"name": "small_cnn", "classifier_activation": "softplus"}), 4)

@@ -159,3 +159,20 @@ def test_multistep_schedule_with_warmup_follows_the_cifar_lt_protocol():
     assert float(schedule(1000)) == pytest.approx(0.1)
     assert float(schedule(1700)) == pytest.approx(0.1 * 0.01)
     assert float(schedule(1900)) == pytest.approx(0.1 * 0.0001)
+
+
+def test_pretrained_backbone_is_loaded_from_a_local_file(tmp_path):
+    from imbalance_jax import models
+    config = tiny_config()
+    exp = train.build_experiment(config)
+    state = train.initial_state(exp)
+    shifted = jax.tree.map(lambda x: np.asarray(x) + 1.0, state.params)
+    models.save_npz({"params": shifted, "batch_stats": jax.device_get(state.batch_stats)}, str(tmp_path / "w.npz"))
+    config.model.pretrained_path = str(tmp_path / "w.npz")
+    loaded = train.initial_state(train.build_experiment(config))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params["backbone"]), shifted["backbone"])
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.params["head"]),
+                 jax.device_get(state.params["head"]))  # only the backbone prefix is loaded
+    config.model.pretrained_path = str(tmp_path / "missing.npz")
+    with pytest.raises(ConfigError, match="missing.npz"):
+        train.initial_state(train.build_experiment(config))

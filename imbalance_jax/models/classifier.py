@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from imbalance_jax.models.common import batch_norm, check_images
+from imbalance_jax.models.common import batch_norm, check_images, get_activation
 from imbalance_jax.models.heads import CosineClassifier, ProjectionHead, TDEClassifier
 
 CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear", "tde")
@@ -48,6 +48,7 @@ class ImageClassifier(nn.Module):
     head_activation: str = "relu"
     dropout: float = 0.0
     classifier: str = "linear"
+    classifier_activation: str = "none"  # applied to head_last before the classifier (silk paper: ReLU)
     cosine_scale: float = 16.0
     affinity_num_centres: int = 1
     affinity_sigma: float = 10.0
@@ -79,6 +80,7 @@ class ImageClassifier(nn.Module):
         return logits.astype(jnp.float32), features
 
     def _classifier_input(self, x: jax.Array, train: bool) -> jax.Array:
+        x = get_activation(self.classifier_activation, "config.model.classifier_activation")(x)
         if self.classifier == "affinity":
             # Hayat et al.: features -> BatchNorm -> affinity layer.
             return batch_norm(train, jnp.float32)(name="classifier_norm")(x)

@@ -201,6 +201,8 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
                          f"(() for no head), got {head_widths!r}.")
     head_activation = _check_choice(cfg.get("head_activation", "relu"), "head_activation",
                                     ACTIVATIONS)
+    classifier_activation = _check_choice(cfg.get("classifier_activation", "none"), "classifier_activation",
+                                          ACTIVATIONS)
     dropout = cfg.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"{_field('dropout')} must be a float in [0, 1), got {dropout!r}.")
@@ -220,6 +222,7 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         head_activation=head_activation,
         dropout=float(dropout),
         classifier=classifier,
+        classifier_activation=classifier_activation,
         cosine_scale=cosine_scale,
         affinity_num_centres=num_centres,
         affinity_sigma=sigma,

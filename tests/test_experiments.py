@@ -1,0 +1,252 @@
+"""experiments/: the sweep format, the resumable runner and the Markdown report.
+
+One tiny digits sweep (1 epoch, 2 methods × 2 seeds) really trains; everything else runs without training:
+the report on hand-written cells, and every sweep file in experiments/sweeps/ validated by building each cell's
+config from its command-line flags and tracing its model and losses.
+"""
+
+import json
+import pathlib
+import shlex
+
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from experiments import report, run, sweeps
+from experiments.sweeps import Setting, Sweep, tied
+
+TINY_SWEEP = '''
+from experiments.sweeps import Sweep
+
+SWEEP = Sweep(
+    name="tiny",
+    base_config="configs/default.py",
+    methods={"CE": {"loss.aux.asl.weight": 0.0}, "ASLoss (L2)": {}},
+    seeds=(0, 1),
+    common_overrides={"num_epochs": 1, "disable_progress_bar": True, "eval_batch_size": 64},
+)
+'''
+EXPECTED_SWEEPS = ("fmnist_main", "asl_layers", "asl_constraint", "affinity_imbalance", "affinity_noise",
+                   "affinity_centres", "affinity_sigma", "affinity_distance", "tricdb_lambda", "tricdb_ratio",
+                   "silk_grid", "digits_sanity")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny sweep file and its runs dir, after a first invocation that runs only the CE cells."""
+    root = tmp_path_factory.mktemp("tiny")
+    path = root / "tiny.py"
+    path.write_text(TINY_SWEEP)
+    runs = root / "runs"
+    status = run.main([str(path), f"--runs_dir={runs}", "--only=^ce/"])
+    return path, runs, status
+
+
+def _cell(sweep: Sweep, key: str) -> sweeps.Cell:
+    return next(c for c in sweep.cells() if c.key == key)
+
+
+def test_tiny_sweep_runs_skips_finished_cells_and_reports(tiny, capsys):
+    path, runs, first_status = tiny
+    sweep = sweeps.load_sweep(str(path))
+    assert first_status == 0
+    # --only=^ce/ ran the CE cells only.
+    assert sorted(p.relative_to(runs / "tiny").as_posix() for p in runs.glob("tiny/*/*/*")) == [
+        "ce/default/seed0", "ce/default/seed1"]
+    ce_metrics = runs / "tiny/ce/default/seed0/metrics.json"
+    before = ce_metrics.stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert run.main([str(path), f"--runs_dir={runs}"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny/ce/default/seed0: skipped" in out and "tiny/ce/default/seed1: skipped" in out
+    assert "tiny/asloss-l2/default/seed1: finished in" in out
+    assert "2 ran, 2 skipped, 0 failed" in out
+    assert ce_metrics.stat().st_mtime_ns == before  # a finished cell is not rerun
+
+    assert run.main([str(path), f"--runs_dir={runs}"]) == 0
+    assert "0 ran, 4 skipped" in capsys.readouterr().out
+
+    for cell in sweep.cells():
+        workdir = cell.workdir(runs)
+        assert (workdir / "command.txt").read_text().strip() == cell.command(workdir)
+        assert float((workdir / "wall_time.txt").read_text()) > 0
+        assert json.loads((workdir / "metrics.json").read_text())["epochs_trained"] == 1
+
+    # The command reproduces the cell: its overrides, applied by hand to configs/default.py, give exactly the
+    # config the run recorded.
+    cell = _cell(sweep, "ce/default/seed1")
+    flags = shlex.split((cell.workdir(runs) / "command.txt").read_text())
+    assert flags[:3] == ["python", "-m", "imbalance_jax.main"] and "--config=configs/default.py" in flags
+    expected = default_config.get_config()
+    expected.num_epochs, expected.disable_progress_bar, expected.eval_batch_size = 1, True, 64
+    expected.loss.aux.asl.weight, expected.seed = 0.0, 1
+    recorded = json.loads((cell.workdir(runs) / "config.json").read_text())
+    assert recorded == json.loads(expected.to_json_best_effort())
+
+    text = report.render(sweep, report.collect(sweep, runs))
+    accuracies = [json.loads((c.workdir(runs) / "metrics.json").read_text())["test"]["accuracy"]
+                  for c in sweep.cells() if c.method == "CE"]
+    mean, std = 100 * np.mean(accuracies), 100 * np.std(accuracies, ddof=1)
+    ce_row = next(line for line in text.splitlines() if line.startswith("| CE |"))
+    assert ce_row.split(" | ")[1] == f"{mean:.2f} ± {std:.2f}"
+    assert "| n |" not in text and "## Missing cells (0)" in text
+    for cell in sweep.cells():
+        assert f"`{cell.command(cell.workdir(runs))}`" in text
+
+
+def test_only_selects_by_cell_key_or_method_name(tiny, capsys):
+    path, runs, _ = tiny
+    sweep = sweeps.load_sweep(str(path))
+    assert [c.key for c in run.select(sweep.cells(), "seed1$")] == ["ce/default/seed1", "asloss-l2/default/seed1"]
+    assert [c.key for c in run.select(sweep.cells(), r"ASLoss \(L2\)")] == ["asloss-l2/default/seed0",
+                                                                            "asloss-l2/default/seed1"]
+    assert run.main([str(path), f"--runs_dir={runs}", "--dry_run", "--only=asloss"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny/asloss-l2/default/seed0" in out and "tiny/ce/" not in out
+    assert run.main([str(path), f"--runs_dir={runs}", "--only=nothing-matches"]) == 2
+
+
+def test_a_failing_cell_gets_error_txt_and_the_sweep_goes_on(tmp_path, capsys):
+    sweep = Sweep(name="fails", base_config="configs/default.py", seeds=(0,),
+                  methods={"Too big": {"batch_size": 4096}},  # valid config, but larger than the training set
+                  common_overrides={"num_epochs": 1, "disable_progress_bar": True})
+    assert run.run_sweep(sweep, tmp_path) == 1
+    cell = sweep.cells()[0]
+    assert "larger than the training set" in (cell.workdir(tmp_path) / "error.txt").read_text()
+    assert "FAILED" in capsys.readouterr().out
+    assert sweeps.cell_status(cell, tmp_path) == "failed"
+    assert "failed: " in report.render(sweep, report.collect(sweep, tmp_path))
+
+
+def _fake_cell(cell: sweeps.Cell, runs: pathlib.Path, accuracy=None, command=None, error=None, checkpoint=False):
+    workdir = cell.workdir(runs)
+    workdir.mkdir(parents=True)
+    (workdir / "command.txt").write_text((command or cell.command(workdir)) + "\n")
+    if accuracy is not None:
+        test = {key: accuracy for key, _ in report.METRICS}
+        test["few_shot_accuracy"] = None
+        (workdir / "metrics.json").write_text(json.dumps({"test": test, "epochs_trained": 3, "stopped_early": True}))
+        (workdir / "wall_time.txt").write_text("12.5\n")
+    if error:
+        (workdir / "error.txt").write_text(f"Traceback ...\n{error}\n")
+    if checkpoint:
+        (workdir / "checkpoints" / "1").mkdir(parents=True)
+
+
+def test_report_mean_std_missing_stale_and_grid_columns(tmp_path):
+    sweep = Sweep(name="fake", base_config="configs/default.py", methods={"A": {}, "B (x)": {"loss.weight": 1.0}},
+                  seeds=(0, 1, 2), grid={"data.imbalance.ratio": [10.0, 100.0]})
+    cells = {c.key: c for c in sweep.cells()}
+    for seed, acc in enumerate((0.5, 0.6, 0.7)):
+        _fake_cell(cells[f"a/ratio=10.0/seed{seed}"], tmp_path, accuracy=acc)
+    _fake_cell(cells["b-x/ratio=100.0/seed0"], tmp_path, accuracy=0.25)
+    _fake_cell(cells["b-x/ratio=100.0/seed1"], tmp_path, accuracy=0.99, command="python -m something --else")
+    _fake_cell(cells["b-x/ratio=100.0/seed2"], tmp_path, error="ValueError: boom")
+    _fake_cell(cells["a/ratio=100.0/seed0"], tmp_path, checkpoint=True)
+
+    results = report.collect(sweep, tmp_path)
+    status = {r.cell.key: r.status for r in results}
+    assert status["b-x/ratio=100.0/seed1"] == "stale" and status["b-x/ratio=100.0/seed2"] == "failed"
+    assert status["a/ratio=100.0/seed0"] == "partial" and status["a/ratio=10.0/seed1"] == "done"
+    text = report.render(sweep, results)
+    lines = text.splitlines()
+    assert "| Method | ratio | n | Accuracy | Balanced acc. | Macro F1 | Minority F1 | Many-shot acc. |" in text
+    assert "| A | 10.0 | n=3 | 60.00 ± 10.00 | 60.00 ± 10.00 |" in text and "| — |" in text
+    assert "| B (x) | 100.0 | n=1 | 25.00 | 25.00 |" in text  # the stale cell's 99% is not averaged in
+    assert "| A | 100.0 | n=0 | — |" in text
+    missing = lines[lines.index("## Missing cells (8)") + 2:]
+    assert any("`b-x/ratio=100.0/seed2` — failed: ValueError: boom" in line for line in missing)
+    assert any("`b-x/ratio=100.0/seed1` — stale" in line for line in missing)
+    assert any("`a/ratio=100.0/seed0` — interrupted" in line for line in missing)
+    assert "`a/ratio=10.0/seed1` (12.5 s, 3 epochs (stopped early))" in text
+    out = tmp_path / "out" / "fake.md"
+    sweep_file = tmp_path / "fake_sweep.py"
+    sweep_file.write_text("from experiments.sweeps import Sweep\nSWEEP = Sweep(name='fake', base_config="
+                          "'configs/default.py', methods={'A': {}, 'B (x)': {'loss.weight': 1.0}}, seeds=(0, 1, 2), "
+                          "grid={'data.imbalance.ratio': [10.0, 100.0]})\n")
+    assert report.main([str(sweep_file), f"--runs_dir={tmp_path}", f"--out={out}"]) == 0
+    assert out.read_text() == report.render(sweep, results, sweep_arg=str(sweep_file))
+
+
+def test_runner_refuses_a_stale_cell(tmp_path, capsys):
+    sweep = Sweep(name="stale", base_config="configs/default.py", methods={"A": {}}, seeds=(0,))
+    _fake_cell(sweep.cells()[0], tmp_path, accuracy=0.5, command="python -m imbalance_jax.main --config=old.py")
+    assert run.run_sweep(sweep, tmp_path) == 1
+    assert "NOT RUN" in capsys.readouterr().out
+
+
+def test_mean_std_is_the_sample_std():
+    assert report.mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, np.std([1, 2, 3, 4], ddof=1)))
+    assert report.mean_std([0.3]) == (0.3, None)
+    assert report.format_percent([]) == "—"
+    with pytest.raises(ValueError, match="at least one"):
+        report.mean_std([])
+
+
+def test_overrides_round_trip_through_the_command_line():
+    sweep = Sweep(name="types", base_config="configs/fmnist_lt_asl.py", seeds=(3,), methods={"M": {
+        "data.imbalance.minority_classes": [0, 1], "early_stopping.enabled": True, "optimizer.learning_rate": 1e-4,
+        "loss.aux.asl.layers": ("head_2", "head_last"), "loss.class_weighting.tau": "dynamic",
+        "data.imbalance.ratio": 200}}, grid={"both": tied(("loss.aux.asl.constraint", "loss.aux.asl.weight"), [2.5])})
+    cell = sweep.cells()[0]
+    config = run.build_config(cell)
+    assert config.data.imbalance.minority_classes == (0, 1) and config.early_stopping.enabled is True
+    assert config.optimizer.learning_rate == 1e-4 and config.loss.aux.asl.layers == ("head_2", "head_last")
+    assert config.data.imbalance.ratio == 200.0 and config.seed == 3
+    assert config.loss.aux.asl.constraint == 2.5 and config.loss.aux.asl.weight == 2.5
+    assert cell.key == "m/both=2.5/seed3"
+    workdir = cell.workdir("/tmp/runs")
+    assert shlex.split(cell.command(workdir))[3:] == cell.flags(workdir)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"loss.aux.asl.wieght": 0.0}, "--config.loss.aux.asl.wieght=0.0"),
+    ({"loss.aux.asl.layers": ("head_4",)}, "'head_4' is not a feature"),
+    ({"data.imbalance.ratio": "abc"}, "--config.data.imbalance.ratio=abc"),
+    ({"model.affinity.sigma": 5.0}, "they must be equal"),
+])
+def test_validation_catches_bad_overrides(overrides, message):
+    config = "configs/fmnist_lt_affinity.py" if "model.affinity.sigma" in overrides else "configs/fmnist_lt_asl.py"
+    sweep = Sweep(name="bad", base_config=config, methods={"M": overrides}, seeds=(0,))
+    problems = run.validate_cells(sweep.cells())
+    assert len(problems) == 1 and message in problems[0] and problems[0].startswith("bad/m/default/seed0: ")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"methods": {}}, "non-empty dict"),
+    ({"methods": {"A": {"seed": 1}}}, "set per cell"),
+    ({"methods": {"A": {}, "a": {}}}, "share the directory"),
+    ({"methods": {"A": {"config": "configs/nope.py"}}}, "does not exist"),
+    ({"methods": {"A": {"loss..weight": 1.0}}}, "not a dotted config path"),
+    ({"methods": {"A": {"loss.weight": None}}}, "a value must be"),
+    ({"seeds": ()}, "non-empty tuple"),
+    ({"seeds": (0, 0)}, "duplicates"),
+    ({"name": "a b"}, "Sweep.name"),
+    ({"grid": {"data.imbalance.ratio": []}}, "non-empty list"),
+    ({"grid": {"x": [Setting("a", {"loss.weight": 1.0}), 2.0]}}, "mixes"),
+    ({"grid": {"model.affinity.sigma": [1.0], "loss.aux.affinity.sigma": [1.0]}}, "also called 'sigma'"),
+])
+def test_sweep_rejects_bad_definitions(kwargs, message):
+    args = {"name": "s", "base_config": "configs/default.py", "methods": {"A": {}}, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        Sweep(**args)
+
+
+def test_every_issue_sweep_exists_with_enough_seeds():
+    assert set(EXPECTED_SWEEPS) <= set(sweeps.sweep_names())
+    for name in EXPECTED_SWEEPS:
+        sweep = sweeps.load_sweep(name)
+        assert sweep.name == name and len(sweep.seeds) >= 2
+    assert len(sweeps.load_sweep("fmnist_main").methods) == 20
+    assert len(sweeps.load_sweep("silk_grid").rows()) == 8
+
+
+@pytest.mark.parametrize("name", sweeps.sweep_names())
+def test_sweep_file_builds_every_cell_config(name):
+    """A typo in an override path or value, a missing feature layer or mismatched affinity fields fails here."""
+    sweep = sweeps.load_sweep(name)
+    cells = sweep.cells()
+    assert len({c.key for c in cells}) == len(cells) == len(sweep.rows()) * len(sweep.seeds)
+    assert run.validate_cells(cells) == []
