@@ -442,6 +442,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return write_outputs(exp, eval_fn, state, workdir, meta, time.time() - start_time)
 
 
+def _command_line() -> str:
+    """The command that started this process, as ``python -m imbalance_jax.main ...`` when run through main."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("imbalance_jax", "main.py")):
+        argv[0] = "python -m imbalance_jax.main"
+    return " ".join(argv)
+
+
 def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, meta: dict, wall_time: float) -> dict:
     """Final evaluation of every split: metrics.json, plots, report.md and the printed table."""
     results = {name: evaluate(exp, eval_fn, state, name, collect_embedding=True)
@@ -468,7 +476,7 @@ def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, met
         write_report(os.path.join(workdir, "report.md"), title=f"imbalance_jax run: {exp.config.data.name}",
                      config_text=str(exp.config), metrics={k: metrics[k] for k in results},
                      imbalance={"train": metrics["imbalance"]}, class_counts=counts, figures=figures,
-                     wall_time_s=wall_time, command=" ".join(sys.argv), class_names=names)
+                     wall_time_s=wall_time, command=_command_line(), class_names=names)
         print(f"\nTest metrics after {meta['epoch']} epochs ({wall_time:.1f} s), outputs in {workdir}:\n{table}",
               flush=True)
     return metrics
