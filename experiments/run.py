@@ -110,9 +110,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     from imbalance_jax.data import colour_histogram
 
     validate_config(config, num_devices=1)
-    if config.get("multi_host", False):
-        raise ConfigError("config.multi_host=True: run this sweep with --subprocess (jax.distributed needs its "
-                          "own process)")
     if config.data.name not in _TRACEABLE_DATASETS:
         return
     shape, num_classes = _TRACEABLE_DATASETS[config.data.name]
@@ -181,8 +178,11 @@ def run_cell(cell: Cell, runs_dir: PathLike, *, use_subprocess: bool = False) ->
         subprocess.run([sys.executable, "-m", "imbalance_jax.main", *flags], cwd=sweeps.REPO_ROOT, check=True)
     else:
         from imbalance_jax import train
+        from imbalance_jax.config_validation import ConfigError
 
         config = build_config(cell)
+        if config.get("multi_host", False):
+            raise ConfigError("config.multi_host=True needs jax.distributed in its own process: use --subprocess")
         with _argv([*sweeps.ENTRY_POINT, *flags]):
             train.train_and_evaluate(config, str(workdir))
     wall_time = time.perf_counter() - start
