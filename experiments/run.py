@@ -1,6 +1,7 @@
 """Runs a sweep's cells one after another, resumably.
 
-    python -m experiments.run <sweep name or path> [--only=REGEX] [--dry_run] [--subprocess] [--runs_dir=DIR]
+    python -m experiments.run <sweep name or path> [--only=REGEX] [--shard=I/N] [--dry_run] [--subprocess]
+                              [--runs_dir=DIR]
 
 Each cell (see :mod:`experiments.sweeps`) runs in its own workdir. By default it runs in this process through
 ``imbalance_jax.train.train_and_evaluate`` on the config that ``python -m imbalance_jax.main`` builds from the
@@ -13,6 +14,10 @@ Before anything trains, the config of every cell to run is built and checked wit
 values, the start-up checks of ``imbalance_jax.config_validation``, and a shape-only trace of the model and the
 losses (every feature layer a loss reads must exist). A typo in a sweep file therefore fails in seconds.
 ``--dry_run`` does only that and prints every selected cell's status and command.
+
+``--shard=I/N`` takes every N-th selected cell starting at the I-th (0-based): N runners started with
+I = 0 … N-1 share a sweep without ever running the same cell (on 2 CPU cores two runners overlap one cell's
+single-threaded start-up and evaluation with the other's training).
 """
 
 from __future__ import annotations
@@ -198,16 +203,30 @@ def select(cells: Sequence[Cell], only: Optional[str]) -> list[Cell]:
     return [c for c in cells if pattern.search(c.key) or pattern.search(c.method)]
 
 
+def parse_shard(spec: Optional[str]) -> Optional[tuple[int, int]]:
+    """``"I/N"`` → ``(I, N)`` with 0 <= I < N; ValueError naming the flag otherwise."""
+    if not spec:
+        return None
+    match = re.fullmatch(r"(\d+)/(\d+)", spec.strip())
+    if not match or not 0 <= int(match[1]) < int(match[2]):
+        raise ValueError(f"--shard={spec!r}: expected I/N with 0 <= I < N, e.g. 0/2 and 1/2 for two runners")
+    return int(match[1]), int(match[2])
+
+
 def run_sweep(sweep: Sweep, runs_dir: PathLike = sweeps.DEFAULT_RUNS_DIR, *, only: Optional[str] = None,
-              dry_run: bool = False, use_subprocess: bool = False, out: Optional[TextIO] = None) -> int:
+              shard: Optional[tuple[int, int]] = None, dry_run: bool = False, use_subprocess: bool = False,
+              out: Optional[TextIO] = None) -> int:
     """Runs the selected cells that are not finished; returns the exit status (0: every selected cell finished,
     1: some failed or are stale, 2: invalid configs or no cell selected). Progress goes to ``out`` (stdout)."""
     def say(text: str) -> None:
         print(text, file=out or sys.stdout, flush=True)
 
     cells = select(sweep.cells(), only)
+    if shard is not None:
+        cells = cells[shard[0]::shard[1]]
     if not cells:
-        say(f"{sweep.name}: no cell matches --only={only!r}; cells look like {sweep.cells()[0].key!r}")
+        say(f"{sweep.name}: no cell matches --only={only!r} --shard={shard}; cells look like "
+            f"{sweep.cells()[0].key!r}")
         return 2
     status = {cell: sweeps.cell_status(cell, runs_dir) for cell in cells}
     pending = [c for c in cells if status[c] in ("todo", "partial", "failed")]
@@ -265,6 +284,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--only", default=None,
                         help="regex; run only the cells whose key <method-slug>/<grid-slug>/seed<k> or method "
                              "name it matches (re.search)")
+    parser.add_argument("--shard", default=None,
+                        help="I/N: run every N-th selected cell from the I-th (0-based), for N parallel runners")
     parser.add_argument("--dry_run", action="store_true", help="check every config and print the commands only")
     parser.add_argument("--subprocess", action="store_true",
                         help="run each cell as its `python -m imbalance_jax.main` command in a child process")
@@ -279,9 +300,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             parser.error(f"--only={args.only!r} is not a valid regex: {e}")
     try:
         sweep = sweeps.load_sweep(args.sweep)
+        shard = parse_shard(args.shard)
     except ValueError as e:
         parser.error(str(e))
-    return run_sweep(sweep, args.runs_dir, only=args.only, dry_run=args.dry_run, use_subprocess=args.subprocess)
+    return run_sweep(sweep, args.runs_dir, only=args.only, shard=shard, dry_run=args.dry_run,
+                     use_subprocess=args.subprocess)
 
 
 if __name__ == "__main__":

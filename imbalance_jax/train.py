@@ -450,12 +450,24 @@ def _command_line() -> str:
     return " ".join(argv)
 
 
+def save_embedding_sample(path: str, embedding: np.ndarray, labels: np.ndarray, layer: str,
+                          max_points: int = 5000) -> None:
+    """The embedding the plot shows, as ``embedding`` [n, D] float32, ``labels`` [n] and ``layer``: at most
+    ``max_points`` rows, the same seed-0 subset as ``plot_embedding`` (for figures that combine runs)."""
+    keep = np.arange(len(labels))
+    if len(keep) > max_points:
+        keep = np.sort(np.random.default_rng(0).choice(len(keep), max_points, replace=False))
+    np.savez_compressed(path, embedding=np.asarray(embedding, np.float32)[keep],
+                        labels=np.asarray(labels)[keep], layer=np.asarray(layer))
+
+
 def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, meta: dict, wall_time: float) -> dict:
     """Final evaluation of every split: metrics.json, plots, report.md and the printed table."""
     results = {name: evaluate(exp, eval_fn, state, name, collect_embedding=True)
                for name in ("train", "val", "test") if getattr(exp.splits, name) is not None}
     counts = exp.splits.class_counts()
-    metrics = {name: r.metrics for name, r in results.items()}
+    metrics = {name: {**r.metrics, "confusion": np.asarray(r.confusion).astype(int).tolist()}
+               for name, r in results.items()}
     metrics["imbalance"] = imbalance_statistics(counts["train"])
     metrics["epochs_trained"] = meta["epoch"]
     metrics["stopped_early"] = meta["stopped_early"]
@@ -471,6 +483,7 @@ def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, met
             plot_confusion_matrix(r.confusion, conf_path, class_names=names, title=f"Confusion matrix ({split})")
             plot_embedding(r.embedding, r.labels, emb_path, class_names=names,
                            title=f"{layer} representation ({split})")
+            save_embedding_sample(os.path.join(workdir, f"embedding_{split}.npz"), r.embedding, r.labels, layer)
             figures += [conf_path, emb_path]
         table = format_metrics_table({k: metrics[k] for k in results})
         write_report(os.path.join(workdir, "report.md"), title=f"imbalance_jax run: {exp.config.data.name}",

@@ -108,6 +108,21 @@ def test_only_selects_by_cell_key_or_method_name(tiny, capsys):
     assert run.main([str(path), f"--runs_dir={runs}", "--only=nothing-matches"]) == 2
 
 
+def test_shards_split_the_cells_without_overlap(tiny, capsys):
+    path, runs, _ = tiny
+    keys = [c.key for c in sweeps.load_sweep(str(path)).cells()]
+    shown = []
+    for i in range(3):
+        assert run.main([str(path), f"--runs_dir={runs}", "--dry_run", f"--shard={i}/3"]) == 0
+        out = capsys.readouterr().out
+        shown.append([k for k in keys if f"tiny/{k}\n" in out])
+    assert sorted(sum(shown, [])) == sorted(keys) and shown[0] == keys[0::3]
+    assert run.parse_shard(None) is None and run.parse_shard("1/2") == (1, 2)
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        with pytest.raises(ValueError, match="--shard"):
+            run.parse_shard(bad)
+
+
 def test_a_failing_cell_gets_error_txt_and_the_sweep_goes_on(tmp_path, capsys):
     sweep = Sweep(name="fails", base_config="configs/default.py", seeds=(0,),
                   methods={"Too big": {"batch_size": 4096}},  # valid config, but larger than the training set
@@ -239,7 +254,7 @@ def test_every_issue_sweep_exists_with_enough_seeds():
     for name in EXPECTED_SWEEPS:
         sweep = sweeps.load_sweep(name)
         assert sweep.name == name and len(sweep.seeds) >= 2
-    assert len(sweeps.load_sweep("fmnist_main").methods) == 20
+    assert len(sweeps.load_sweep("fmnist_main").methods) == 22  # the 20 of the issue + 2 reading aids
     assert len(sweeps.load_sweep("silk_grid").rows()) == 8
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -16,7 +17,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from imbalance_jax.models import BACKBONES, CosineClassifier, create_model
 from imbalance_jax.models.cifar_resnet import option_a_shortcut
-from imbalance_jax.models.common import batch_norm
+import flax.linen as nn
+
+from imbalance_jax.models.common import batch_norm, max_pool_2x2
 from imbalance_jax.models.heads import TDEClassifier
 
 # Pooled backbone width of every registered backbone at its default width.
@@ -474,3 +477,17 @@ def test_classifier_activation_is_applied_before_the_classifier_only():
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="config.model.classifier_activation"):
         create_model(ml_collections.ConfigDict({"name": "small_cnn", "classifier_activation": "softplus"}), 4)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 3), (1, 1, 1, 2), (3, 28, 28, 4)])
+def test_max_pool_2x2_equals_flax_max_pool_same(shape):
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    ours = max_pool_2x2(x)
+    reference = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+    chex.assert_equal_shape([ours, reference])
+    np.testing.assert_array_equal(ours, reference)
+    # Without ties the gradient is the same one-hot selection as select_and_scatter's.
+    g_ours = jax.grad(lambda v: jnp.sum(max_pool_2x2(v) ** 2))(x)
+    g_ref = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), strides=(2, 2), padding="SAME") ** 2))(x)
+    np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6)
+    assert np.all(np.isfinite(g_ours))

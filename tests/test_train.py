@@ -46,6 +46,12 @@ def test_one_epoch_end_to_end_writes_every_output(tmp_path):
     digits_per_class = np.bincount(load_digits().target)
     assert counts["test"] == [round(0.2 * n) for n in digits_per_class]  # 20% of each class, before the imbalance
     assert written["test"]["num_examples"] == sum(counts["test"])  # every test example evaluated exactly once
+    confusion = np.asarray(written["test"]["confusion"])
+    assert confusion.shape == (10, 10) and confusion.sum(1).tolist() == counts["test"]
+    assert np.diag(confusion).sum() / confusion.sum() == pytest.approx(written["test"]["accuracy"])
+    sample = np.load(tmp_path / "embedding_test.npz")
+    assert sample["embedding"].shape == (sum(counts["test"]), 2) and str(sample["layer"]) == "head_last"
+    assert np.array_equal(np.bincount(sample["labels"], minlength=10), counts["test"])
     assert written["val"]["num_examples"] == 100
     for key in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "per_class_f1",
                 "minority_f1", "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy"):

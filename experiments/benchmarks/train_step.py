@@ -62,8 +62,9 @@ def parse_args(argv=None):
     p.add_argument("--scan-steps", type=int, default=5, help="steps per dispatch of the scanned step (0: off)")
     p.add_argument("--scan-rolled", action="store_true",
                    help="keep the scan a loop (default: unrolled; XLA:CPU runs a rolled loop ~20x slower)")
-    p.add_argument("--reshape-maxpool", action="store_true",
-                   help="benchmark-only patch: cnn4's 2x2 max-pool as reshape + max instead of reduce_window")
+    p.add_argument("--flax-maxpool", action="store_true",
+                   help="reference: cnn4's 2x2 max-pool as flax.linen.max_pool (reduce_window), as before the "
+                        "reshape + max of models.common.max_pool_2x2")
     p.add_argument("--torch-threads", type=lambda s: [int(x) for x in s.split(",")], default=[2, 1])
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--dtype", default="float32", help="config.model.dtype of the JAX backbone")
@@ -79,6 +80,8 @@ if ARGS is not None and ARGS.xla_flags:  # before JAX is imported
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + ARGS.xla_flags).strip()
 
 import functools  # noqa: E402
+
+import flax.linen  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -142,17 +145,9 @@ def build_jax(config: ml_collections.ConfigDict, shape, batch_size: int):
     return exp, state, train_fn
 
 
-def max_pool_2x2_reshape(x: jax.Array) -> jax.Array:
-    """2x2 stride-2 max-pool with SAME padding as a reshape + max (odd sizes padded with -inf).
-
-    Same values as ``nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")``; the gradient of a
-    window whose maximum is tied is split between the tied entries instead of going to the first.
-    XLA:CPU runs its backward as fused elementwise code instead of select_and_scatter.
-    """
-    b, h, w, c = x.shape
-    if h % 2 or w % 2:
-        x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), constant_values=-jnp.inf)
-    return x.reshape(b, (h + h % 2) // 2, 2, (w + w % 2) // 2, 2, c).max(axis=(2, 4))
+def max_pool_2x2_flax(x: jax.Array) -> jax.Array:
+    """The reference the project's reshape + max ``models.common.max_pool_2x2`` replaced (``--flax-maxpool``)."""
+    return flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
 
 
 def scanned_step(exp: train.Experiment, steps: int, unroll: bool = True):
@@ -331,10 +326,10 @@ def _best_torch(out: dict, key: str, threads) -> tuple:
 def run(args) -> str:
     import torch
 
-    if args.reshape_maxpool:
+    if args.flax_maxpool:
         from imbalance_jax.models import small_cnn
 
-        small_cnn.max_pool_2x2 = max_pool_2x2_reshape
+        small_cnn.max_pool_2x2 = max_pool_2x2_flax
     bench_utils.set_torch_threads(torch)
     scan = f"scan x{args.scan_steps}" + (" (rolled)" if args.scan_rolled else " (unrolled)")
     header = ["model", "variant", "JAX img/s", "+ host transfer", scan, "JAX aux cost (step vs CE-only step)",
@@ -362,7 +357,7 @@ def run(args) -> str:
     flags = os.environ.get("XLA_FLAGS", "") or "(none)"
     intro = (f"{bench_utils.machine_line()}\nBatch {args.batch_size}, float32 ({args.dtype} backbone in JAX); "
              f"{args.steps} steps per timed run, median of {args.repeats} interleaved runs after one warm-up; "
-             f"XLA_FLAGS: {flags}; max-pool: {'reshape patch' if args.reshape_maxpool else 'nn.max_pool'}. "
+             f"XLA_FLAGS: {flags}; max-pool: {'flax.linen.max_pool (reference patch)' if args.flax_maxpool else 'reshape + max (models.common)'}. "
              f"'aux cost' = (CE-only rate / rate with the auxiliary loss) - 1, same model, same timing loop; "
              f"'aux terms' = the auxiliary terms alone (value and gradient w.r.t. the features and params "
              f"they read, 20 calls per run), as a share of the step time.")
@@ -379,8 +374,8 @@ def flag_sweep(args) -> str:
                ",".join(str(t) for t in args.torch_threads)]
         if flags:
             cmd += [f"--xla-flags={flags}"]
-        if args.reshape_maxpool:
-            cmd += ["--reshape-maxpool"]
+        if args.flax_maxpool:
+            cmd += ["--flax-maxpool"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and " ce " in ln and "---" not in ln]
         if proc.returncode != 0 or not lines:
