@@ -16,8 +16,8 @@ losses (every feature layer a loss reads must exist). A typo in a sweep file the
 ``--dry_run`` does only that and prints every selected cell's status and command.
 
 ``--shard=I/N`` takes every N-th selected cell starting at the I-th (0-based): N runners started with
-I = 0 … N-1 share a sweep without ever running the same cell (on 2 CPU cores two runners overlap one cell's
-single-threaded start-up and evaluation with the other's training).
+I = 0 … N-1 (e.g. one per GPU or machine sharing the runs directory) never run the same cell. Not on a small
+CPU machine: on 2 cores two runners of Fashion-MNIST cells made 4.6 train steps/s together, one alone 9.3.
 """
 
 from __future__ import annotations

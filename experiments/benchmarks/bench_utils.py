@@ -112,5 +112,14 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]],
     return "\n".join(lines)
 
 
+def emit_table(table: str, output: Optional[str] = None) -> None:
+    """Prints the finished table after a blank line and, when ``output`` is given, writes it there too."""
+    print()
+    print(table)
+    if output:
+        with open(output, "w") as f:
+            f.write(table + "\n")
+
+
 def int_list(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x]

@@ -139,11 +139,7 @@ def run(args) -> str:
 def main(argv=None) -> None:
     args = parse_args(argv)
     table = run(args)
-    print()
-    print(table)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+    bench_utils.emit_table(table, args.output)
 
 
 if __name__ == "__main__":

@@ -27,12 +27,16 @@ import importlib
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_utils  # noqa: E402
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -262,11 +266,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     table = run(args)
-    print()
-    print(table)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+    bench_utils.emit_table(table, args.output)
 
 
 if __name__ == "__main__":

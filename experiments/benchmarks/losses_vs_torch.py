@@ -431,11 +431,7 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     table = run(args)
-    print()
-    print(table)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+    bench_utils.emit_table(table, args.output)
 
 
 if __name__ == "__main__":

@@ -170,11 +170,7 @@ def main(argv=None) -> None:
                       f"{args.repeats} epochs per device count, interleaved, after one warm-up step.", "",
                   device_scaling(args)]
     table = "\n".join(parts)
-    print()
-    print(table)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+    bench_utils.emit_table(table, args.output)
 
 
 if __name__ == "__main__":

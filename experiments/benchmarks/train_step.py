@@ -393,11 +393,7 @@ def flag_sweep(args) -> str:
 def main() -> None:
     args = ARGS or parse_args()
     table = flag_sweep(args) if args.flag_sweep else run(args)
-    print()
-    print(table)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(table + "\n")
+    bench_utils.emit_table(table, args.output)
 
 
 if __name__ == "__main__":
