@@ -8,7 +8,8 @@
 * ``asl_confusion.png`` — ASLoss paper Fig. 6: row-normalised test confusion matrices of the same two runs
   (``metrics.json["test"]["confusion"]``).
 * ``affinity_error_vs_imbalance.png`` — affinity paper Fig. 6: test error (1 − accuracy, mean ± std over seeds)
-  against the fraction of classes 0-4 kept, affinity loss vs softmax CE (``affinity_imbalance``).
+  against the fraction of classes 0-4 kept, affinity loss vs softmax CE (``affinity_imbalance``; drawn from the
+  seeds finished so far, the legend says how many).
 
 A figure whose cells have not finished is skipped with the cells it needs; the exit status is then 1.
 """
@@ -39,9 +40,14 @@ class MissingCells(RuntimeError):
     """The cells a figure needs that have not finished (their commands are in the message)."""
 
 
-def _finished(sweep: Sweep, runs_dir: PathLike, method: str, seed: Optional[int] = None) -> list[Cell]:
+def _finished(sweep: Sweep, runs_dir: PathLike, method: str, seed: Optional[int] = None,
+              require_all: bool = True) -> list[Cell]:
+    """The method's finished cells (of one seed, or all seeds); MissingCells if any (``require_all``) or all
+    of them are missing."""
     cells = [c for c in sweep.cells() if c.method == method and (seed is None or c.seed == seed)]
     missing = [c for c in cells if sweeps.cell_status(c, runs_dir) != "done"]
+    if not require_all and len(missing) < len(cells):
+        return [c for c in cells if c not in missing]
     if not cells or missing:
         commands = "\n  ".join(c.command(c.workdir(runs_dir)) for c in missing) or f"(no cell of {method!r})"
         raise MissingCells(f"{sweep.name}/{method}: {len(missing)} cell(s) not finished:\n  {commands}")
@@ -125,13 +131,14 @@ def affinity_error_vs_imbalance(runs_dir: PathLike, out: pathlib.Path) -> pathli
     ax = fig.subplots()
     for method in AFFINITY_PAIR:
         by_fraction: dict[float, list[float]] = {}
-        for cell in _finished(sweep, runs_dir, method):
+        for cell in _finished(sweep, runs_dir, method, require_all=False):
             fraction = float(dict(cell.overrides)["data.imbalance.fraction"])
             by_fraction.setdefault(fraction, []).append(100 * (1 - _metrics(cell, runs_dir)["test"]["accuracy"]))
         fractions = sorted(by_fraction, reverse=True)
         stats = [mean_std(by_fraction[f]) for f in fractions]
+        seeds = sorted({len(v) for v in by_fraction.values()})
         ax.errorbar([100 * f for f in fractions], [m for m, _ in stats], yerr=[s or 0 for _, s in stats],
-                    marker="o", capsize=3, label=f"{method} (n={len(by_fraction[fractions[0]])})")
+                    marker="o", capsize=3, label=f"{method} (seeds per point: {'-'.join(map(str, seeds))})")
     ax.set_xscale("log")
     ax.invert_xaxis()
     ax.set_xticks([10, 5, 2.5], ["10%", "5%", "2.5%"])

@@ -38,6 +38,7 @@ from absl import flags as absl_flags
 from ml_collections import config_flags
 
 from experiments import sweeps
+from imbalance_jax.xla_flags import set_default_xla_flags
 from experiments.sweeps import Cell, Sweep
 
 PathLike = Union[str, os.PathLike]
@@ -293,6 +294,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="where the cells live (default: experiments/runs)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    set_default_xla_flags()  # the XLA flags of python -m imbalance_jax.main, so command.txt reproduces the cell
     if args.only:
         try:
             re.compile(args.only)

@@ -11,6 +11,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from imbalance_jax.xla_flags import set_default_xla_flags
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, plots and the report.")
 config_flags.DEFINE_config_file("config", None, "Path to a config file with get_config().", lock_config=True)
@@ -21,6 +23,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    set_default_xla_flags()  # before the first device use
     # orbax logs every checkpoint operation at INFO through absl; keep the console for the run itself.
     logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname
                                          or record.levelno >= logging.converter.STANDARD_WARNING)

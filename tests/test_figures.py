@@ -35,7 +35,11 @@ def test_figures_from_finished_cells_and_missing_cells_reported(tmp_path, capsys
     assert (out / "asl_confusion.png").stat().st_size > 10_000
 
     for cell in sweeps.load_sweep("affinity_imbalance").cells():
-        if cell.method in figures.AFFINITY_PAIR:
+        if cell.method in figures.AFFINITY_PAIR and cell.seed == 0:  # the other seeds are optional
+            _fake_cell(cell, runs, 0.9, rng)
+    assert figures.main([f"--runs_dir={runs}", f"--out={out}"]) == 0
+    for cell in sweeps.load_sweep("affinity_imbalance").cells():
+        if cell.method in figures.AFFINITY_PAIR and cell.seed > 0:
             _fake_cell(cell, runs, 0.9 - 0.1 * cell.seed, rng)
     assert figures.main([f"--runs_dir={runs}", f"--out={out}"]) == 0
     assert (out / "affinity_error_vs_imbalance.png").stat().st_size > 10_000

@@ -34,3 +34,15 @@ def test_loss_api_names_and_keywords():
 def test_data_and_evaluation_api():
     assert callable(data.colour_histogram)
     assert callable(evaluation.classification_metrics) and callable(evaluation.imbalance_statistics)
+
+
+def test_default_xla_flags_are_added_once_and_never_override_the_user():
+    from imbalance_jax.xla_flags import CPU_FLAGS, set_default_xla_flags
+
+    env = {}
+    assert set_default_xla_flags(env) == " ".join(f"{k}={v}" for k, v in CPU_FLAGS.items())
+    assert set_default_xla_flags(env) == env["XLA_FLAGS"]  # idempotent
+    user = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4 --xla_cpu_experimental_ynn_fusion_type=conv"}
+    assert set_default_xla_flags(user) == user["XLA_FLAGS"]
+    assert "--xla_force_host_platform_device_count=4" in user["XLA_FLAGS"]
+    assert user["XLA_FLAGS"].count("ynn_fusion_type") == 1

@@ -38,15 +38,15 @@ import os
 import subprocess
 import sys
 
-FLAG_SETS = [
+FLAG_SETS = [  # each on top of the entry points' defaults (imbalance_jax.xla_flags), except the second
     "",
+    "--jaxlib-xla-defaults",
     "--xla_cpu_use_thunk_runtime=false",
     "--xla_cpu_use_onednn=true",
     "--xla_cpu_experimental_onednn_custom_call=true",
     "--xla_cpu_use_xnnpack=true",
     "--xla_cpu_multi_thread_eigen=false",
     "--xla_cpu_enable_fast_math=true",
-    "--xla_cpu_experimental_ynn_fusion_type=",
 ]
 VARIANTS = ("ce", "asl", "triplet", "clustering", "affinity")
 MODELS = {"cnn4": (28, 28, 1), "resnet32": (32, 32, 3)}
@@ -69,6 +69,8 @@ def parse_args(argv=None):
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--dtype", default="float32", help="config.model.dtype of the JAX backbone")
     p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for this process")
+    p.add_argument("--jaxlib-xla-defaults", action="store_true",
+                   help="reference: jaxlib's own XLA flags, without the entry points' imbalance_jax.xla_flags")
     p.add_argument("--flag-sweep", action="store_true",
                    help="run the CE-only step once per XLA flag set (subprocesses)")
     p.add_argument("--output", default=None)
@@ -78,6 +80,11 @@ def parse_args(argv=None):
 ARGS = parse_args() if __name__ == "__main__" else None
 if ARGS is not None and ARGS.xla_flags:  # before JAX is imported
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + ARGS.xla_flags).strip()
+if ARGS is not None and not ARGS.jaxlib_xla_defaults:  # what python -m imbalance_jax.main runs with
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    from imbalance_jax.xla_flags import set_default_xla_flags
+
+    set_default_xla_flags()
 
 import functools  # noqa: E402
 
@@ -374,17 +381,19 @@ def flag_sweep(args) -> str:
                ",".join(str(t) for t in args.torch_threads)]
         if flags:
             cmd += [f"--xla-flags={flags}"]
+        if flags == "--jaxlib-xla-defaults":
+            cmd = [c for c in cmd if not c.startswith("--xla-flags=")] + [flags]
         if args.flax_maxpool:
             cmd += ["--flax-maxpool"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and " ce " in ln and "---" not in ln]
         if proc.returncode != 0 or not lines:
             err = (proc.stderr.strip().splitlines() or ["failed"])[-1][:120]
-            rows.append([flags or "(default)", "", "", "", f"failed: {err}"])
+            rows.append([flags or "(imbalance_jax defaults)", "", "", "", f"failed: {err}"])
             continue
         for line in lines[: len(args.models)]:
             cells = [c.strip() for c in line.strip("|").split("|")]
-            rows.append([flags or "(default)", cells[0], cells[2], cells[8], cells[10]])
+            rows.append([flags or "(imbalance_jax defaults)", cells[0], cells[2], cells[8], cells[10]])
         print(rows[-1], flush=True)
     return bench_utils.markdown_table(["XLA_FLAGS", "model", "JAX img/s", "PyTorch img/s", "JAX / PyTorch"],
                                       rows, "llrrr")
