@@ -31,6 +31,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import bench_utils  # noqa: E402
 
+from imbalance_jax.xla_flags import set_default_xla_flags  # noqa: E402
+
+set_default_xla_flags()  # the train step as python -m imbalance_jax.main runs it (before JAX's backend starts)
+
 from configs import fmnist_lt_base  # noqa: E402
 from imbalance_jax.data import PipelineOptions, build_splits, train_batches  # noqa: E402
 

@@ -25,20 +25,23 @@ Usage (either venv):
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from imbalance_jax.xla_flags import set_default_xla_flags  # noqa: E402
+
+set_default_xla_flags()  # the entry points' flags, before JAX starts its backend
 
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import bench_utils  # noqa: E402
 import train_step  # noqa: E402
 
