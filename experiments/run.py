@@ -38,8 +38,8 @@ from absl import flags as absl_flags
 from ml_collections import config_flags
 
 from experiments import sweeps
-from imbalance_jax.xla_flags import set_default_xla_flags
 from experiments.sweeps import Cell, Sweep
+from imbalance_jax.xla_flags import set_default_xla_flags
 
 PathLike = Union[str, os.PathLike]
 
