@@ -4,8 +4,8 @@ test set): the four papers' methods next to the baselines they compare against (
 Two rows are not in the papers' tables but are needed to read them: "CE (2-D head)" is CE on the very network the
 ASLoss rows train (the head narrowing to 2-D), so it is ASLoss's architecture-matched baseline; "TriCDB-CE
 (cosine)" computes the triplet term on unit-normalised embeddings (1 − cos = half the squared L2 distance of unit
-vectors, what pytorch-metric-learning's default ``normalize_embeddings=True`` does) instead of DESIGN.md's squared
-L2 on the raw 128-d features.
+vectors; pytorch-metric-learning also normalises by default, ``normalize_embeddings=True``, then takes the plain L2
+distance) instead of DESIGN.md's squared L2 on the raw 128-d features.
 
 ``METHODS`` is the one definition of each method on Fashion-MNIST-LT; the ablation sweeps take theirs from it.
 """
