@@ -5,7 +5,7 @@
 * ``asl_representations.png`` — ASLoss paper Fig. 5: the 2-D last-layer representations of CE and of
   CE + ASLoss (L2) on the same network (head narrowing to 2-D), training and test set, seed 0 of ``fmnist_main``
   (the ``embedding_{train,test}.npz`` every run writes; the same ≤ 5000-point sample as its own plots).
-* ``asl_confusion.png`` — ASLoss paper Fig. 6: row-normalised test confusion matrices of the same two runs
+* ``asl_confusion.png`` — ASLoss paper Fig. 6: test confusion matrices (colour: row fraction, text: count) of the same two runs
   (``metrics.json["test"]["confusion"]``).
 * ``affinity_error_vs_imbalance.png`` — affinity paper Fig. 6: test error (1 − accuracy, mean ± std over seeds)
   against the fraction of classes 0-4 kept, affinity loss vs softmax CE (``affinity_imbalance``; drawn from the
@@ -22,13 +22,13 @@ import pathlib
 import sys
 from typing import Optional, Sequence, Union
 
-import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 from experiments import sweeps
 from experiments.report import mean_std
 from experiments.sweeps import Cell, Sweep
+from imbalance_jax.evaluation.plots import draw_confusion_matrix, draw_embedding
 
 PathLike = Union[str, pathlib.Path]
 FIGURES_DIR = sweeps.REPO_ROOT / "experiments" / "figures"
@@ -72,9 +72,8 @@ def asl_representations(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) ->
     """2 × 2 scatter: rows CE / CE + ASLoss, columns train / test, points coloured by class."""
     sweep = sweeps.load_sweep("fmnist_main")
     cells = [_finished(sweep, runs_dir, method, seed)[0] for method in ASL_PAIR]
-    fig = Figure(figsize=(11, 10), constrained_layout=True)
+    fig = Figure(figsize=(13, 10), constrained_layout=True)
     axes = fig.subplots(2, 2)
-    cmap = matplotlib.colormaps["tab10"]
     for row, cell in enumerate(cells):
         for col, split in enumerate(("train", "test")):
             sample = np.load(cell.workdir(runs_dir) / f"embedding_{split}.npz")
@@ -82,13 +81,8 @@ def asl_representations(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) ->
             if emb.shape[1] != 2:
                 raise ValueError(f"{cell.key}: the {split} embedding is {emb.shape[1]}-D, not the 2-D head layer")
             names = _class_names(cell, runs_dir, int(labels.max()) + 1)
-            ax = axes[row, col]
-            for c, name in enumerate(names):
-                pts = emb[labels == c]
-                ax.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.6, color=cmap(c % 10), label=name)
-            ax.set_title(f"{cell.method}, {split} ({str(sample['layer'])}, seed {cell.seed})")
-            ax.set_aspect("equal", adjustable="datalim")
-    axes[0, 1].legend(markerscale=4, fontsize=8, loc="best")
+            draw_embedding(axes[row, col], emb, labels, len(names), names=names,
+                           title=f"{cell.method}, {split} ({str(sample['layer'])}, seed {cell.seed})")
     path = out / "asl_representations.png"
     fig.savefig(path, dpi=110)
     return path
@@ -105,20 +99,10 @@ def asl_confusion(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) -> pathl
         if "confusion" not in metrics:
             raise MissingCells(f"{cell.workdir(runs_dir)}/metrics.json has no confusion matrix (written by "
                                f"runs since this script exists): rerun the cell")
-        conf = np.asarray(metrics["confusion"], np.float64)
-        norm = conf / np.maximum(conf.sum(1, keepdims=True), 1)
-        names = _class_names(cell, runs_dir, len(conf))
-        image = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
-        for i in range(len(conf)):
-            for j in range(len(conf)):
-                ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm[i, j] > 0.5 else "black")
-        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title(f"{cell.method} (test, seed {cell.seed}): balanced acc. {metrics['balanced_accuracy']:.3f}")
-    fig.colorbar(image, ax=list(axes), shrink=0.8)
+        image, colour_label = draw_confusion_matrix(
+            ax, metrics["confusion"], class_names=_class_names(cell, runs_dir, len(metrics["confusion"])),
+            title=f"{cell.method} (test, seed {cell.seed}): balanced acc. {metrics['balanced_accuracy']:.3f}")
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label=colour_label)
     path = out / "asl_confusion.png"
     fig.savefig(path, dpi=110)
     return path

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-__all__ = ["plot_confusion_matrix", "plot_embedding"]
+__all__ = ["draw_confusion_matrix", "draw_embedding", "plot_confusion_matrix", "plot_embedding"]
 
 _ANNOTATE_MAX_CLASSES = 20
 _TICK_LABELS_MAX_CLASSES = 40
@@ -56,6 +56,26 @@ def plot_confusion_matrix(
     diagonal; an all-zero row stays 0); otherwise raw counts. When C ≤ 20 every cell is annotated
     with its count.
     """
+    num_classes = np.shape(confusion)[0] if np.ndim(confusion) == 2 else 0
+    side = float(np.clip(0.45 * num_classes + 2.5, 4.0, 16.0))
+    fig = Figure(figsize=(side + 1.0, side))
+    ax = fig.add_subplot()
+    image, colour_label = draw_confusion_matrix(ax, confusion, class_names=class_names, title=title,
+                                                normalize=normalize)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colour_label)
+    _save(fig, path)
+
+
+def draw_confusion_matrix(
+    ax: Any,
+    confusion: Any,
+    *,
+    class_names: Optional[Sequence[str]] = None,
+    title: Optional[str] = None,
+    normalize: bool = True,
+) -> tuple[Any, str]:
+    """Draws the heat map of :func:`plot_confusion_matrix` on ``ax`` (for figures with several panels);
+    returns the image and its colour-bar label."""
     conf = np.asarray(confusion)
     if conf.ndim != 2 or conf.shape[0] != conf.shape[1] or conf.shape[0] < 1:
         raise ValueError(f"confusion must be a non-empty square [C, C] matrix, got shape {conf.shape}.")
@@ -70,11 +90,7 @@ def plot_confusion_matrix(
         shown = conf
         colour_label, vmax = "count", max(float(conf.max()), 1.0)
 
-    side = float(np.clip(0.45 * num_classes + 2.5, 4.0, 16.0))
-    fig = Figure(figsize=(side + 1.0, side))
-    ax = fig.add_subplot()
     image = ax.imshow(shown, cmap="Blues", vmin=0.0, vmax=vmax, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=colour_label)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title if title is not None else "Confusion matrix")
@@ -89,7 +105,7 @@ def plot_confusion_matrix(
                 dark = shown[row, col] > 0.5 * vmax
                 ax.text(col, row, f"{int(round(conf[row, col]))}", ha="center", va="center",
                         fontsize=8, color="white" if dark else "black")
-    _save(fig, path)
+    return image, colour_label
 
 
 def _project_2d(features: np.ndarray) -> tuple[np.ndarray, tuple[str, str]]:
@@ -163,12 +179,22 @@ def plot_embedding(
     heading = title if title is not None else "Embedding"
     if dropped:
         heading += f" ({dropped} non-finite rows dropped)"
-    ax.set_title(heading)
+    scatter = draw_embedding(ax, feats, labs, num_classes, names=names, title=heading)
+    if scatter is not None:
+        fig.colorbar(scatter, ax=ax, label="class")
+    _save(fig, path)
+
+
+def draw_embedding(ax: Any, feats: np.ndarray, labs: np.ndarray, num_classes: int, *,
+                   names: Optional[Sequence[str]] = None, title: str = "Embedding") -> Any:
+    """Draws the scatter of :func:`plot_embedding` on ``ax`` for already checked, finite, subsampled
+    ``feats`` [N, D] and ``labs`` [N]; returns the scatter that needs a colour bar (more classes than
+    a legend can name), else None."""
+    ax.set_title(title)
     if feats.shape[0] == 0:
         ax.text(0.5, 0.5, "no finite features to plot", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-        _save(fig, path)
-        return
+        return None
 
     points, (x_name, y_name) = _project_2d(feats)
     ax.set_xlabel(x_name)
@@ -185,8 +211,6 @@ def plot_embedding(
                        linewidths=0, label=name)
         ax.legend(title="class", loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8,
                   markerscale=max(1.0, 20.0 / size) ** 0.5, frameon=False)
-    else:
-        scatter = ax.scatter(points[:, 0], points[:, 1], s=size, c=labs, cmap=cmap, vmin=-0.5,
-                             vmax=num_classes - 0.5, alpha=0.7, linewidths=0)
-        fig.colorbar(scatter, ax=ax, label="class")
-    _save(fig, path)
+        return None
+    return ax.scatter(points[:, 0], points[:, 1], s=size, c=labs, cmap=cmap, vmin=-0.5,
+                      vmax=num_classes - 0.5, alpha=0.7, linewidths=0)
