@@ -21,6 +21,37 @@ def set_torch_threads(torch_module, threads: int = THREADS) -> None:
     torch_module.set_num_threads(threads)
 
 
+def use_torch_device(torch_module, device: str) -> Callable[[object], object]:
+    """Makes ``device`` ("cpu" or "cuda") PyTorch's default device (factory calls such as ``torch.eye``
+    land there) and returns the sync to pass to ``time_once``: CUDA kernels run asynchronously, so a
+    timed run ends only when the device has finished."""
+    torch_module.set_default_device(device)
+    if device.startswith("cuda"):
+        return lambda x: (torch_module.cuda.synchronize(), x)[1]
+    return lambda x: x
+
+
+def stub_tensorflow_if_missing() -> bool:
+    """Lets ``imbalance_jax.train`` be imported where TensorFlow is not installed (the GPU image of
+    the ``device`` tool): ``tensorflow`` and ``tensorflow_datasets`` become ``MagicMock`` modules.
+    Only for benchmarks that build the train step on synthetic in-memory batches and never touch
+    tf.data or the summary writer. Returns whether it stubbed."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+    from unittest import mock
+
+    if importlib.util.find_spec("tensorflow") is not None:
+        return False
+    for name in ("tensorflow", "tensorflow_datasets"):
+        module = types.ModuleType(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # torch._dynamo calls find_spec
+        module.__getattr__ = lambda attr, _name=name: mock.MagicMock(name=f"{_name}.{attr}")
+        sys.modules[name] = module
+    return True
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -43,7 +74,7 @@ def machine_line(extra: str = "") -> str:
     """One line describing the machine and the software versions."""
     import jax
 
-    parts = [f"{cpu_name()}, {os.cpu_count()} cores", f"jax {jax.__version__} ({jax.default_backend()})"]
+    parts = [f"{cpu_name()}, {os.cpu_count()} cores", f"jax {jax.__version__} ({jax.default_backend()}: {jax.devices()[0].device_kind})"]
     try:
         import torch
 

@@ -325,7 +325,7 @@ def run_case(case: Case, b: int, args) -> Result:
     skip = case.torch_skip(b, inputs) if case.torch_skip else None
     torch_value = grad_err = None
     if skip is None:
-        t_args = [torch.from_numpy(inputs[k].copy()) for k in case.args]
+        t_args = [torch.from_numpy(inputs[k].copy()).to(args.torch_device) for k in case.args]
 
         def torch_step():
             for i in case.grad_args:
@@ -338,7 +338,7 @@ def run_case(case: Case, b: int, args) -> Result:
             return float(loss.detach())
 
         torch_value = torch_step()
-        t_grads = [t_args[i].grad.numpy() for i in case.grad_args]
+        t_grads = [t_args[i].grad.cpu().numpy() for i in case.grad_args]
         grad_err = max(float(np.max(np.abs(g - t))) / max(float(np.max(np.abs(t))), 1e-12)
                        for g, t in zip(jax_grads, t_grads))
 
@@ -346,12 +346,12 @@ def run_case(case: Case, b: int, args) -> Result:
             n = 1
             if b < args.large_batch:
                 torch.set_num_threads(threads)
-                one_call = min(bench_utils.time_once(torch_step) for _ in range(3))
+                one_call = min(bench_utils.time_once(torch_step, args.torch_sync) for _ in range(3))
                 n = bench_utils.calls_per_run(one_call, args.min_run_ms / 1e3)
 
             def run_it() -> float:
                 torch.set_num_threads(threads)
-                return bench_utils.time_once(lambda: [torch_step() for _ in range(n)]) / n
+                return bench_utils.time_once(lambda: [torch_step() for _ in range(n)], args.torch_sync) / n
             return run_it
 
         torch_runs = [torch_runner(t) for t in args.torch_threads]
@@ -376,6 +376,7 @@ def run(args) -> str:
     jax.config.update("jax_cpu_enable_async_dispatch", args.async_dispatch)
     torch.manual_seed(0)
     bench_utils.set_torch_threads(torch)
+    args.torch_sync = bench_utils.use_torch_device(torch, args.torch_device)
     cases = build_cases(args)
     header = (["kernel", "peer", "B", "JAX ms"]
               + [f"PyTorch ms ({t} thr.)" for t in args.torch_threads]
@@ -394,7 +395,8 @@ def run(args) -> str:
     intro = (f"{bench_utils.machine_line()}\nD = {args.dim}, C = {args.num_classes}, float32; "
              f"median of {args.repeats} interleaved runs after one warm-up ({args.large_repeats} for "
              f"B >= {args.large_batch}); each run repeats the call until it lasts >= {args.min_run_ms:g} ms "
-             f"and reports the time per call; fwd+bwd; compile time excluded; JAX async CPU dispatch "
+             f"and reports the time per call; fwd+bwd; compile time excluded; PyTorch on {args.torch_device}; "
+             f"JAX async CPU dispatch "
              f"{'on' if args.async_dispatch else 'off (jax_cpu_enable_async_dispatch=False)'}. "
              f"'equal': value within the "
              f"kernel's rtol and gradients within max(10 rtol, 1e-3) of the largest PyTorch gradient.")
@@ -424,6 +426,7 @@ def parse_args(argv=None):
                    help="elements per anchor chunk of the dense PyTorch semantic triplet loss")
     p.add_argument("--async-dispatch", action="store_true",
                    help="keep JAX's asynchronous CPU dispatch on (adds ~25 us per blocking call here)")
+    p.add_argument("--torch-device", default="cpu", help="cpu or cuda (JAX uses its default backend)")
     p.add_argument("--output", default=None, help="also write the Markdown table to this file")
     return p.parse_args(argv)
 

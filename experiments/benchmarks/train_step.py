@@ -67,6 +67,10 @@ def parse_args(argv=None):
                         "reshape + max of models.common.max_pool_2x2")
     p.add_argument("--torch-threads", type=lambda s: [int(x) for x in s.split(",")], default=[2, 1])
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--torch-device", default="cpu", help="cpu or cuda (JAX uses its default backend)")
+    p.add_argument("--stub-tensorflow", action="store_true",
+                   help="where TensorFlow is not installed (the GPU image), stand in a MagicMock for it: "
+                        "the step on synthetic batches never uses tf.data")
     p.add_argument("--dtype", default="float32", help="config.model.dtype of the JAX backbone")
     p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for this process")
     p.add_argument("--jaxlib-xla-defaults", action="store_true",
@@ -86,6 +90,12 @@ if ARGS is not None and not ARGS.jaxlib_xla_defaults:  # what python -m imbalanc
 
     set_default_xla_flags()
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_utils  # noqa: E402
+
+if ARGS is not None and ARGS.stub_tensorflow and bench_utils.stub_tensorflow_if_missing():
+    print("TensorFlow is not installed: stubbed (the train step does not use it)", flush=True)
+
 import functools  # noqa: E402
 
 import flax.linen  # noqa: E402
@@ -96,9 +106,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import bench_utils  # noqa: E402
 
 from configs import fmnist_lt_affinity, fmnist_lt_asl, fmnist_lt_ce, fmnist_lt_clustering, fmnist_lt_tricdb  # noqa: E402
 from configs import tricdb_cifar10_lt  # noqa: E402
@@ -235,7 +243,7 @@ class JaxRunner:
 
 # -------------------------------------------------------------------------------------- PyTorch
 class TorchRunner:
-    def __init__(self, config, model_name, variant, with_aux, shape, batch_size):
+    def __init__(self, config, model_name, variant, with_aux, shape, batch_size, device="cpu"):
         import torch
 
         import torch_peers
@@ -248,7 +256,8 @@ class TorchRunner:
             dropout=float(m.get("dropout", 0.0)), classifier=m.get("classifier", "linear"),
             classifier_activation=m.get("classifier_activation", "none"),
             num_centres=int(m.affinity.num_centres) if affinity else 5)
-        self.model.train()
+        self.model.to(device).train()
+        self.sync = bench_utils.use_torch_device(torch, device)
         o = config.optimizer
         if o.name == "sgd":
             self.opt = torch.optim.SGD(self.model.parameters(), lr=float(o.learning_rate),
@@ -257,9 +266,9 @@ class TorchRunner:
             self.opt = torch.optim.Adam(self.model.parameters(), lr=float(o.learning_rate))
         self.objective = torch_peers.torch_objective(variant if with_aux else "ce")
         batch = synthetic_batch(shape, batch_size)
-        self.x = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
-        self.y = torch.from_numpy(batch["label"]).long()
-        self.hist = torch.from_numpy(batch["colour_hist"])
+        self.x = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous().to(device)
+        self.y = torch.from_numpy(batch["label"]).long().to(device)
+        self.hist = torch.from_numpy(batch["colour_hist"]).to(device)
 
     def steps(self, n: int, threads: int) -> float:
         self.torch.set_num_threads(threads)
@@ -271,7 +280,7 @@ class TorchRunner:
                 loss = self.objective(logits, features, self.y, self.hist, self.model)
                 loss.backward()
                 self.opt.step()
-        return bench_utils.time_once(go)
+        return bench_utils.time_once(go, self.sync)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -304,7 +313,8 @@ def measure(args, model_name: str, variant: str) -> dict:
         add("jax_aux_kernel", lambda: jax_runners["aux"].aux_fn(20))
     if not args.no_torch:
         for key, config in configs.items():
-            runner = TorchRunner(config, model_name, variant, key == "aux", shape, args.batch_size)
+            runner = TorchRunner(config, model_name, variant, key == "aux", shape, args.batch_size,
+                                 args.torch_device)
             for t in args.torch_threads:
                 add(f"torch_{key}_{t}", functools.partial(runner.steps, args.steps, t))
     times = dict(zip(names, bench_utils.interleaved(contenders, args.repeats)))
@@ -363,6 +373,7 @@ def run(args) -> str:
             print("| " + " | ".join(str(c) for c in rows[-1]) + " |", flush=True)
     flags = os.environ.get("XLA_FLAGS", "") or "(none)"
     intro = (f"{bench_utils.machine_line()}\nBatch {args.batch_size}, float32 ({args.dtype} backbone in JAX); "
+             f"PyTorch on {args.torch_device}; "
              f"{args.steps} steps per timed run, median of {args.repeats} interleaved runs after one warm-up; "
              f"XLA_FLAGS: {flags}; max-pool: {'flax.linen.max_pool (reference patch)' if args.flax_maxpool else 'reshape + max (models.common)'}. "
              f"'aux cost' = (CE-only rate / rate with the auxiliary loss) - 1, same model, same timing loop; "

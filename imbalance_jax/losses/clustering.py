@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from imbalance_jax.losses.distances import (
     check_embeddings_labels_valid,
     gather_global_batch,
+    inner_products,
     l2_normalize,
     mask_rows,
     pair_mask,
@@ -88,7 +89,7 @@ def histogram_correlation(colour_hist: Array) -> Array:
     spread = jnp.max(colour_hist, axis=1, keepdims=True) - jnp.min(colour_hist, axis=1, keepdims=True)
     varies = (spread > 0) & (norm > 0)
     unit = jnp.where(varies, centred / jnp.where(varies, norm, 1.0), 0.0)
-    return jnp.clip(unit @ unit.T, -1.0, 1.0)
+    return jnp.clip(inner_products(unit, unit), -1.0, 1.0)
 
 
 def colour_similarity_terms(
