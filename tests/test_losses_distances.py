@@ -286,3 +286,33 @@ def test_gather_global_batch_in_shard_map():
         grad = np.asarray(jax.grad(f)(xs))
     assert float(value) == float(jnp.sum(x[:, 0] * jnp.arange(8.0) ** 2))
     np.testing.assert_allclose(grad[:, 0], np.arange(8.0) ** 2)
+
+
+def _dot_precisions(fn, *args) -> list:
+    """The ``precision`` of every dot_general in ``fn``'s jaxpr, nested jaxprs included."""
+    found = []
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                found.append(eqn.params["precision"])
+            for sub in jax.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+@pytest.mark.parametrize("name", ["sq_l2", "l2", "cosine", "histogram_correlation"])
+def test_dot_products_request_float32_precision(name):
+    """On GPUs XLA's default float32 dot is TF32; on an H100 that flipped the colour loss's gradients
+    (experiments/benchmarks/README.md §7). Every dot of the distance/correlation matrices asks for HIGHEST."""
+    from imbalance_jax.losses.clustering import histogram_correlation
+
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 5)), jnp.float32)
+    fn = histogram_correlation if name == "histogram_correlation" else functools.partial(
+        pairwise_distances, metric=name)
+    precisions = _dot_precisions(jax.grad(lambda a: jnp.sum(fn(a))), x)
+    highest = jax.lax.Precision.HIGHEST
+    assert precisions, "no dot_general found"
+    assert all(p == (highest, highest) for p in precisions), precisions
