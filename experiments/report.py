@@ -6,8 +6,9 @@
 One row per method (× grid point); columns accuracy, balanced accuracy, macro F1, minority-class F1 and
 many/medium/few-shot accuracy of ``metrics.json[split]``, each as mean ± sample std (ddof = 1) over the
 finished seeds, in %; an ``n`` column appears when some row has fewer finished seeds than the sweep asks for.
-Cells that are not finished are listed with their state (not run, interrupted, failed, stale); the appendix
-gives every finished cell's command and wall time.
+A "Training data" section gives the imbalance ratio IR and balance deviation BD (silk paper Eqs. 6-7) of the
+finished cells' training sets, one line per distinct value. Cells that are not finished are listed with their state
+(not run, interrupted, failed, stale); the appendix gives every finished cell's command and wall time.
 """
 
 from __future__ import annotations
@@ -103,6 +104,35 @@ def _table(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]
     return lines
 
 
+def _training_data(results: Sequence[CellResult]) -> list[str]:
+    """One line per distinct (IR, BD, minority classes) of the finished cells' ``metrics.json["imbalance"]``,
+    naming the grid points (and, where a grid point's seeds differ, the cells) that have it."""
+    groups: dict = {}
+    for r in results:
+        imbalance = (r.metrics or {}).get("imbalance") if r.status == "done" else None
+        if imbalance:
+            key = (imbalance.get("imbalance_ratio"), imbalance.get("balance_deviation"),
+                   tuple(imbalance.get("minority_classes", ())))
+            groups.setdefault(key, []).append(r.cell)
+    if not groups:
+        return ["No finished cell recorded its training set's imbalance."]
+    points = {}
+    for cells in groups.values():
+        for cell in cells:
+            points.setdefault(cell.grid_slug, set()).add(id(cells))
+    lines = []
+    for (ratio, deviation, minority), cells in groups.items():
+        ir = "∞ (a class has no image)" if ratio is None else f"{ratio:.1f}"
+        bd = "—" if deviation is None else f"{deviation:.3f}"
+        if len(groups) == 1:
+            where = "every finished cell"
+        else:
+            where = ", ".join(sorted({f"`{c.grid_slug}`" if len(points[c.grid_slug]) == 1 else f"`{c.key}`"
+                                      for c in cells}))
+        lines.append(f"- IR = {ir}, BD = {bd}, minority classes {list(minority)}: {where}")
+    return lines
+
+
 def _methods(sweep: Sweep) -> list[str]:
     lines = []
     for method, spec in sweep.methods.items():
@@ -134,6 +164,9 @@ def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test", swe
               f"`{split}` metrics in %, mean ± sample standard deviation (ddof = 1) over the finished seeds "
               "(a single seed has no ±); — = no finished seed, or no class in that shot group.", ""]
     lines += _table(sweep, results, split)
+    lines += ["", "## Training data", "", "Imbalance of the training split (IR = largest / smallest class count, "
+              "BD = balance deviation; silk paper Eqs. 6-7), from each cell's `metrics.json`:", "",
+              *_training_data(results)]
     lines += ["", "## Methods", "", *_methods(sweep)]
     missing = [r for r in results if r.status != "done"]
     lines += ["", f"## Missing cells ({len(missing)})", ""]

@@ -135,14 +135,18 @@ def test_a_failing_cell_gets_error_txt_and_the_sweep_goes_on(tmp_path, capsys):
     assert "failed: " in report.render(sweep, report.collect(sweep, tmp_path))
 
 
-def _fake_cell(cell: sweeps.Cell, runs: pathlib.Path, accuracy=None, command=None, error=None, checkpoint=False):
+def _fake_cell(cell: sweeps.Cell, runs: pathlib.Path, accuracy=None, command=None, error=None, checkpoint=False,
+               imbalance=None):
     workdir = cell.workdir(runs)
     workdir.mkdir(parents=True)
     (workdir / "command.txt").write_text((command or cell.command(workdir)) + "\n")
     if accuracy is not None:
         test = {key: accuracy for key, _ in report.METRICS}
         test["few_shot_accuracy"] = None
-        (workdir / "metrics.json").write_text(json.dumps({"test": test, "epochs_trained": 3, "stopped_early": True}))
+        metrics = {"test": test, "epochs_trained": 3, "stopped_early": True}
+        if imbalance:
+            metrics["imbalance"] = imbalance
+        (workdir / "metrics.json").write_text(json.dumps(metrics))
         (workdir / "wall_time.txt").write_text("12.5\n")
     if error:
         (workdir / "error.txt").write_text(f"Traceback ...\n{error}\n")
@@ -183,6 +187,29 @@ def test_report_mean_std_missing_stale_and_grid_columns(tmp_path):
                           "grid={'data.imbalance.ratio': [10.0, 100.0]})\n")
     assert report.main([str(sweep_file), f"--runs_dir={tmp_path}", f"--out={out}"]) == 0
     assert out.read_text() == report.render(sweep, results, sweep_arg=str(sweep_file))
+
+
+def test_report_training_data_groups_cells_by_imbalance(tmp_path):
+    sweep = Sweep(name="ir", base_config="configs/default.py", methods={"A": {}}, seeds=(0, 1),
+                  grid={"data.imbalance.ratio": [10.0, 100.0]})
+    cells = {c.key: c for c in sweep.cells()}
+    ten = {"imbalance_ratio": 10.0, "balance_deviation": 0.25, "minority_classes": [5, 6]}
+    _fake_cell(cells["a/ratio=10.0/seed0"], tmp_path, accuracy=0.5, imbalance=ten)
+    _fake_cell(cells["a/ratio=10.0/seed1"], tmp_path, accuracy=0.5, imbalance=ten)
+    _fake_cell(cells["a/ratio=100.0/seed0"], tmp_path, accuracy=0.5,
+               imbalance={"imbalance_ratio": 100.0, "balance_deviation": 0.5, "minority_classes": [4, 5, 6]})
+    _fake_cell(cells["a/ratio=100.0/seed1"], tmp_path, accuracy=0.5,
+               imbalance={"imbalance_ratio": None, "balance_deviation": 0.5, "minority_classes": [4, 5, 6]})
+    text = report.render(sweep, report.collect(sweep, tmp_path))
+    assert "- IR = 10.0, BD = 0.250, minority classes [5, 6]: `ratio=10.0`" in text
+    assert "- IR = 100.0, BD = 0.500, minority classes [4, 5, 6]: `a/ratio=100.0/seed0`" in text
+    assert "- IR = ∞ (a class has no image), BD = 0.500, minority classes [4, 5, 6]: `a/ratio=100.0/seed1`" in text
+
+    one = Sweep(name="one", base_config="configs/default.py", methods={"A": {}}, seeds=(0,))
+    _fake_cell(one.cells()[0], tmp_path, accuracy=0.5, imbalance=ten)
+    assert "- IR = 10.0, BD = 0.250, minority classes [5, 6]: every finished cell" in report.render(
+        one, report.collect(one, tmp_path))
+    assert "No finished cell recorded" in report.render(sweep, report.collect(sweep, tmp_path / "none"))
 
 
 def test_runner_refuses_a_stale_cell(tmp_path, capsys):
