@@ -14,6 +14,7 @@ finished cells' training sets, one line per distinct value. Cells that are not f
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -116,10 +117,7 @@ def _training_data(results: Sequence[CellResult]) -> list[str]:
             groups.setdefault(key, []).append(r.cell)
     if not groups:
         return ["No finished cell recorded its training set's imbalance."]
-    points = {}
-    for cells in groups.values():
-        for cell in cells:
-            points.setdefault(cell.grid_slug, set()).add(id(cells))
+    groups_per_point = collections.Counter(slug for cells in groups.values() for slug in {c.grid_slug for c in cells})
     lines = []
     for (ratio, deviation, minority), cells in groups.items():
         ir = "∞ (a class has no image)" if ratio is None else f"{ratio:.1f}"
@@ -127,7 +125,7 @@ def _training_data(results: Sequence[CellResult]) -> list[str]:
         if len(groups) == 1:
             where = "every finished cell"
         else:
-            where = ", ".join(sorted({f"`{c.grid_slug}`" if len(points[c.grid_slug]) == 1 else f"`{c.key}`"
+            where = ", ".join(sorted({f"`{c.grid_slug}`" if groups_per_point[c.grid_slug] == 1 else f"`{c.key}`"
                                       for c in cells}))
         lines.append(f"- IR = {ir}, BD = {bd}, minority classes {list(minority)}: {where}")
     return lines

@@ -33,7 +33,8 @@ def use_torch_device(torch_module, device: str) -> Callable[[object], object]:
 
 def stub_tensorflow_if_missing() -> bool:
     """Lets ``imbalance_jax.train`` be imported where TensorFlow is not installed (the GPU image of
-    the ``device`` tool): ``tensorflow`` and ``tensorflow_datasets`` become ``MagicMock`` modules.
+    the ``device`` tool): ``tensorflow`` and ``tensorflow_datasets`` become empty modules whose every
+    attribute is a ``MagicMock``.
     Only for benchmarks that build the train step on synthetic in-memory batches and never touch
     tf.data or the summary writer. Returns whether it stubbed."""
     import importlib.machinery
