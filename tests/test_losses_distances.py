@@ -13,6 +13,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from imbalance_jax.losses import distances as dist_lib
+from imbalance_jax.losses.clustering import histogram_correlation
 from imbalance_jax.losses.distances import (
     METRICS,
     check_embeddings_labels_valid,
@@ -307,8 +308,6 @@ def _dot_precisions(fn, *args) -> list:
 def test_dot_products_request_float32_precision(name):
     """On GPUs XLA's default float32 dot is TF32; on an H100 that flipped the colour loss's gradients
     (experiments/benchmarks/README.md §7). Every dot of the distance/correlation matrices asks for HIGHEST."""
-    from imbalance_jax.losses.clustering import histogram_correlation
-
     x = jnp.asarray(np.random.default_rng(0).normal(size=(6, 5)), jnp.float32)
     fn = histogram_correlation if name == "histogram_correlation" else functools.partial(
         pairwise_distances, metric=name)

@@ -26,9 +26,13 @@ def use_torch_device(torch_module, device: str) -> Callable[[object], object]:
     land there) and returns the sync to pass to ``time_once``: CUDA kernels run asynchronously, so a
     timed run ends only when the device has finished."""
     torch_module.set_default_device(device)
-    if device.startswith("cuda"):
-        return lambda x: (torch_module.cuda.synchronize(), x)[1]
-    return lambda x: x
+
+    def sync(result: object) -> object:
+        if device.startswith("cuda"):
+            torch_module.cuda.synchronize()
+        return result
+
+    return sync
 
 
 def stub_tensorflow_if_missing() -> bool:
