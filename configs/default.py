@@ -1,4 +1,4 @@
-"""Default experiment: scikit-learn's bundled digits made long-tailed (ratio 10), small CNN + projection
+"""Default experiment: scikit-learn's bundled digits made long-tailed (ratio 10), small CNN + linear projection
 head narrowing to 2-D, CE + ASLoss (L2) on the 2-D layer (ASLoss paper weights λ_cls = λ_asl = 0.5).
 
 Runs offline on 2 CPU cores in well under 3 minutes:
@@ -25,6 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.dir = ""  # dataset files (fashion_mnist IDX, image_folder root)
     config.data.tfds_data_dir = ""  # tfds data_dir ("" = tfds default)
     config.data.image_size = 0  # 0 = native size
+    config.data.classes = ()  # keep only these source class ids, relabelled 0..K-1 in this order (() = all)
     config.data.test_fraction = 0.2  # balanced test split per class, used when the source has no test split
     config.data.val_per_class = 10  # balanced validation hold-out, taken before the imbalance
     config.data.val_fraction = 0.0
@@ -43,14 +44,17 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = ml_collections.ConfigDict()
     config.model.name = "small_cnn"
     config.model.head_widths = (32, 2)
-    config.model.head_activation = "relu"
+    config.model.head_activation = "none"  # ASLoss paper: linear mapping layers, no activation between them
     config.model.dropout = 0.0
     config.model.classifier = "linear"  # linear | cosine | affinity | tde
     config.model.classifier_activation = "none"  # activation between head_last and the classifier
     config.model.dtype = "float32"  # compute dtype of the backbone: float32 | bfloat16
     config.model.cosine_scale = 16.0  # classifier="cosine"
+    config.model.classifier_bias_init = "zeros"  # linear classifier: zeros | prior (CDB-CE reference code)
     config.model.affinity = ml_collections.ConfigDict(  # classifier="affinity" (Hayat et al.)
-        {"num_centres": 1, "sigma": 10.0, "distance": "sq_l2", "similarity": "gaussian"})
+        {"num_centres": 1, "sigma": 10.0, "distance": "sq_l2", "similarity": "gaussian",
+         "batch_norm": False,  # a BatchNorm in front of the head (not in the paper; off)
+         "prototype_init": "class_means"})  # class_means (feature scale, from data) | he_normal
     config.model.tde = ml_collections.ConfigDict(  # classifier="tde" (Tang et al. 2020)
         {"num_heads": 2, "tau": 16.0, "gamma": 1 / 32, "alpha": 1.5, "momentum": 0.9})
     config.model.pretrained_path = ""  # local .npz or orbax checkpoint; nothing is ever downloaded
@@ -76,6 +80,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 3e-3
     config.optimizer.weight_decay = 0.0
+    config.optimizer.weight_decay_exclude = ()  # glob patterns of parameter paths, e.g. ("classifier/bias",)
     config.optimizer.momentum = 0.9
     config.optimizer.nesterov = False
     config.optimizer.schedule = "cosine"
@@ -86,6 +91,8 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.checkpoint = ml_collections.ConfigDict()
     config.checkpoint.max_to_keep = 2
+    config.checkpoint.best_metric = "val_loss"  # val_loss | val_accuracy | val_balanced_accuracy
+    config.checkpoint.evaluate_best = False  # final evaluation on the best checkpoint (always with early stopping)
 
     config.early_stopping = ml_collections.ConfigDict()
     config.early_stopping.enabled = False

@@ -1,5 +1,5 @@
-"""Fashion-MNIST-LT (ρ = 100), Gaussian-affinity max-margin loss (Hayat et al.): BatchNorm → affinity head with
-m = 5 centres per class, σ = 10, λ = 0.75, γ = 1, no softmax. --config.model.affinity.num_centres=1 (and the same
+"""Fashion-MNIST-LT (ρ = 100), Gaussian-affinity max-margin loss (Hayat et al.): FC-128 features → affinity head
+with m = 5 centres per class, σ = 10, λ = 0.75, γ = 1, no softmax. --config.model.affinity.num_centres=1 (and the same
 for the loss) for one centre per class."""
 
 from configs import affinity_mnist, fmnist_lt_base

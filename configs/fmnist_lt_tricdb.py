@@ -1,4 +1,4 @@
-"""Fashion-MNIST-LT (ρ = 100), TriCDB-CE: violating-triplet loss (α = 0.2, λ = 1) on the backbone embedding +
+"""Fashion-MNIST-LT (ρ = 100), TriCDB-CE: violating-triplet loss (α = 0.2, λ = 1) on the L2-normalised backbone embedding +
 CDB-CE with dynamic τ from the balanced validation set, recomputed every epoch."""
 
 from configs import fmnist_lt_base, tricdb_cifar10_lt

@@ -1,7 +1,7 @@
 """Runs a sweep's cells one after another, resumably.
 
     python -m experiments.run <sweep name or path> [--only=REGEX] [--shard=I/N] [--dry_run] [--subprocess]
-                              [--runs_dir=DIR]
+                              [--runs_dir=DIR] [--compilation_cache=DIR]
 
 Each cell (see :mod:`experiments.sweeps`) runs in its own workdir. By default it runs in this process through
 ``imbalance_jax.train.train_and_evaluate`` on the config that ``python -m imbalance_jax.main`` builds from the
@@ -14,6 +14,10 @@ Before anything trains, the config of every cell to run is built and checked wit
 values, the start-up checks of ``imbalance_jax.config_validation``, and a shape-only trace of the model and the
 losses (every feature layer a loss reads must exist). A typo in a sweep file therefore fails in seconds.
 ``--dry_run`` does only that and prints every selected cell's status and command.
+
+JAX's persistent compilation cache is on (``--compilation_cache``, default
+``~/.cache/imbalance_jax/jax_compilation_cache``; ``--compilation_cache=`` turns it off): cells that share a
+network and batch shape (every seed of a method) compile their steps once.
 
 ``--shard=I/N`` takes every N-th selected cell starting at the I-th (0-based): N runners started with
 I = 0 … N-1 (e.g. one per GPU or machine sharing the runs directory) never run the same cell. Not on a small
@@ -39,6 +43,7 @@ from ml_collections import config_flags
 
 from experiments import sweeps
 from experiments.sweeps import Cell, Sweep
+from imbalance_jax import compilation_cache
 from imbalance_jax.xla_flags import set_default_xla_flags
 
 PathLike = Union[str, os.PathLike]
@@ -292,9 +297,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="run each cell as its `python -m imbalance_jax.main` command in a child process")
     parser.add_argument("--runs_dir", default=str(sweeps.DEFAULT_RUNS_DIR),
                         help="where the cells live (default: experiments/runs)")
+    parser.add_argument("--compilation_cache", default=compilation_cache.DEFAULT_DIR,
+                        help="JAX persistent compilation cache folder ('' turns it off)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     set_default_xla_flags()  # the XLA flags of python -m imbalance_jax.main, so command.txt reproduces the cell
+    if args.compilation_cache:
+        os.environ[compilation_cache.ENV_VAR] = compilation_cache.enable_compilation_cache(args.compilation_cache)
     if args.only:
         try:
             re.compile(args.only)

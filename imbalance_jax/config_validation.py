@@ -62,6 +62,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, process
             raise ConfigError(f"config.data.{field}={value} must be in [0, 1)")
 
     _one_of("config.model.name", config.model.name, models.BACKBONES)
+    _one_of("config.checkpoint.best_metric", config.checkpoint.best_metric, ("val_accuracy", "val_balanced_accuracy",
+                                                                           "val_loss"))
     _one_of("config.optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
     _one_of("config.optimizer.schedule", config.optimizer.get("schedule", "constant"), optim.SCHEDULES)
     if not float(config.optimizer.learning_rate) > 0:

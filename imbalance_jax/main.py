@@ -1,6 +1,7 @@
 """Entry point: ``python -m imbalance_jax.main --config=configs/default.py --workdir=runs/x``.
 
 Any config field can be overridden, e.g. ``--config.num_epochs=2 --config.loss.aux.asl.weight=0``.
+Set ``JAX_COMPILATION_CACHE_DIR=DIR`` to reuse compiled steps across runs (``imbalance_jax.compilation_cache``).
 Multi-host: set ``--config.multi_host=True`` (or run under a cluster launcher that jax.distributed
 auto-detects); ``jax.distributed.initialize()`` is called before anything touches the devices.
 """
@@ -29,6 +30,10 @@ def main(argv):
                                          or record.levelno >= logging.converter.STANDARD_WARNING)
     import jax
     import tensorflow as tf
+
+    from imbalance_jax.compilation_cache import enable_from_environment
+
+    enable_from_environment()
 
     # tf.data only feeds the pipeline: keep TensorFlow off any accelerator JAX uses.
     tf.config.set_visible_devices([], "GPU")

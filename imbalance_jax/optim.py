@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
+from typing import Any, Callable, Sequence
+
+import jax
 import ml_collections
 import optax
 
@@ -47,19 +51,35 @@ def create_schedule(opt_config: ml_collections.ConfigDict, steps_per_epoch: int,
     return lambda step: base(step) * optax.linear_schedule(1.0 / warmup_steps, 1.0, warmup_steps)(step)
 
 
+def decay_mask(exclude: Sequence[str]) -> Callable[[Any], Any]:
+    """optax mask for weight decay: False for the parameters whose "/"-joined path (e.g. ``classifier/bias``)
+    matches one of the ``exclude`` glob patterns (``fnmatch``), True for every other parameter."""
+    patterns = tuple(exclude)
+
+    def mask(params):
+        def keep(path, _):
+            name = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+            return not any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        return jax.tree_util.tree_map_with_path(keep, params)
+
+    return mask
+
+
 def create_optimizer(opt_config: ml_collections.ConfigDict, steps_per_epoch: int,
                      num_epochs: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     schedule = create_schedule(opt_config, steps_per_epoch, num_epochs)
     name = opt_config.name
     wd = float(opt_config.get("weight_decay", 0.0))
+    exclude = tuple(opt_config.get("weight_decay_exclude", ()) or ())
+    decay = optax.add_decayed_weights(wd, mask=decay_mask(exclude) if exclude else None)
     if name == "adam":
-        tx = optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule)) if wd else optax.adam(schedule)
+        tx = optax.chain(decay, optax.adam(schedule)) if wd else optax.adam(schedule)
     elif name == "adamw":
-        tx = optax.adamw(schedule, weight_decay=wd)
+        tx = optax.adamw(schedule, weight_decay=wd, mask=decay_mask(exclude) if exclude else None)
     elif name == "sgd":
         sgd = optax.sgd(schedule, momentum=float(opt_config.get("momentum", 0.9)) or None,
                         nesterov=bool(opt_config.get("nesterov", False)))
-        tx = optax.chain(optax.add_decayed_weights(wd), sgd) if wd else sgd
+        tx = optax.chain(decay, sgd) if wd else sgd
     else:
         raise ValueError(f"config.optimizer.name={name!r}; allowed: {list(OPTIMIZERS)}")
     clip = float(opt_config.get("grad_clip_norm", 0.0))

@@ -216,7 +216,33 @@ def initial_state(exp: Experiment) -> TrainState:
         except (ValueError, FileNotFoundError) as e:
             raise ConfigError(str(e)) from None
         state = state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
-    return state
+    return init_affinity_prototypes(exp, state)
+
+
+def init_affinity_prototypes(exp: Experiment, state: TrainState) -> TrainState:
+    """``config.model.affinity.prototype_init="class_means"``: each prototype of the affinity head becomes the
+    mean classifier input of a few training images of its class under the initial (or pretrained) network,
+    so prototypes and features start at the same scale (``models.affinity_head.class_mean_prototypes``)."""
+    model_config = exp.config.model
+    if model_config.classifier != "affinity" or model_config.affinity.prototype_init != "class_means":
+        return state
+    from imbalance_jax.models import affinity_head
+
+    sample, groups, mask = affinity_head.prototype_groups(
+        exp.splits.train.labels, exp.splits.num_classes, int(model_config.affinity.num_centres),
+        np.random.default_rng([int(exp.config.seed), 5]))
+    images = (exp.splits.train.images[sample].astype(np.float32) / 255.0 - exp.splits.mean) / exp.splits.std
+    images = jax.make_array_from_process_local_data(exp.replicated, images)
+
+    def with_prototypes(params, batch_stats, images):
+        _, features, _ = apply_model(exp.model, params, batch_stats, images, train=False)
+        initial = params["classifier"]["prototypes"]
+        prototypes = affinity_head.class_mean_prototypes(features["classifier_input"], jnp.asarray(groups),
+                                                         jnp.asarray(mask), initial)
+        return {**params, "classifier": {**params["classifier"], "prototypes": prototypes}}
+
+    params = jax.jit(with_prototypes, out_shardings=exp.replicated)(state.params, state.batch_stats, images)
+    return state.replace(params=params)
 
 
 def check_model_and_objective(exp: Experiment, state: TrainState) -> None:
@@ -370,11 +396,24 @@ def train_epoch(exp: Experiment, train_fn, state: TrainState, epoch: int, progre
     return state, averages
 
 
-def _should_stop_early(config, meta: dict, val_loss: Optional[float]) -> bool:
-    es = config.get("early_stopping", ml_collections.ConfigDict({"enabled": False}))
-    if not es.get("enabled", False) or val_loss is None:
+# config.checkpoint.best_metric: the validation metric that picks the best checkpoint (and drives early
+# stopping), and whether larger is better.
+BEST_METRICS = {"val_loss": False, "val_accuracy": True, "val_balanced_accuracy": True}
+
+
+def _is_improvement(best_metric: str, value: Optional[float], best: Optional[float]) -> bool:
+    if value is None:
         return False
-    return meta["epochs_without_improvement"] >= int(es.get("patience", 10))
+    if best is None:
+        return True
+    return value > best if BEST_METRICS[best_metric] else value < best
+
+
+def _should_stop_early(config, meta: dict, val_value: Optional[float]) -> bool:
+    es = config.early_stopping
+    if not es.enabled or val_value is None:
+        return False
+    return meta["epochs_without_improvement"] >= int(es.patience)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -396,7 +435,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     train_fn, eval_fn = compile_steps(exp)
     manager = checkpoint_manager(workdir, config)
     best_manager = checkpoint_manager(workdir, config, "best_checkpoint", max_to_keep=1)
-    meta = {"epoch": 0, "best_val_loss": None, "epochs_without_improvement": 0, "stopped_early": False}
+    best_metric = config.checkpoint.best_metric
+    meta = {"epoch": 0, "best_value": None, "epochs_without_improvement": 0, "stopped_early": False}
     if manager.latest_step() is not None:
         state, meta = restore_checkpoint(manager, manager.latest_step(), state)
         logging.info("Resumed from %s at epoch %d", manager.directory, meta["epoch"])
@@ -419,12 +459,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         new_weights = exp.weighting.weights(epoch + 1, None if val is None else val.class_accuracy)
         state = state.replace(class_weights=jax.device_put(jnp.asarray(new_weights), exp.replicated))
         val_loss = None if val is None else val.metrics["loss"]
-        improved = val_loss is not None and (meta["best_val_loss"] is None or val_loss < meta["best_val_loss"])
+        val_value = None if val is None else val.metrics[best_metric[len("val_"):]]
+        improved = _is_improvement(best_metric, val_value, meta["best_value"])
         meta = {"epoch": epoch + 1,
-                "best_val_loss": val_loss if improved else meta["best_val_loss"],
+                "best_value": val_value if improved else meta["best_value"],
                 "epochs_without_improvement": 0 if improved else meta["epochs_without_improvement"] + 1,
                 "stopped_early": False}
-        meta["stopped_early"] = _should_stop_early(config, meta, val_loss)
+        meta["stopped_early"] = _should_stop_early(config, meta, val_value)
         logging.info("epoch %d: train loss %.4f, test balanced accuracy %.4f%s", epoch + 1, train_metrics["loss"],
                      test.metrics["balanced_accuracy"],
                      "" if val is None else f", val loss {val_loss:.4f}")
@@ -435,10 +476,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             progress.close()
             return {}
     progress.close()
-    es_enabled = config.get("early_stopping", ml_collections.ConfigDict()).get("enabled", False)
-    if es_enabled and best_manager.latest_step() is not None:
+    evaluate_best = config.early_stopping.enabled or config.checkpoint.evaluate_best
+    if evaluate_best and best_manager.latest_step() is not None:
+        meta["evaluated_epoch"] = best_manager.latest_step()
         state, _ = restore_checkpoint(best_manager, best_manager.latest_step(), state)
-        logging.info("Early stopping: evaluating the best-validation-loss epoch %d", best_manager.latest_step())
+        logging.info("Evaluating the best epoch by %s: %d", best_metric, best_manager.latest_step())
     return write_outputs(exp, eval_fn, state, workdir, meta, time.time() - start_time)
 
 
@@ -471,6 +513,7 @@ def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, met
     metrics["imbalance"] = imbalance_statistics(counts["train"])
     metrics["epochs_trained"] = meta["epoch"]
     metrics["stopped_early"] = meta["stopped_early"]
+    metrics["evaluated_epoch"] = meta.get("evaluated_epoch", meta["epoch"])
     _write_json(os.path.join(workdir, "metrics.json"), metrics)
     figures = []
     if jax.process_index() == 0:

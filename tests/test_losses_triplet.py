@@ -67,6 +67,41 @@ def _all_minings(fn, metric, **kw):
     return jax.jit(lambda *a: {m: fn(*a, metric=metric, mining=m, **kw) for m in MINING})
 
 
+def _unit(emb):
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return np.where(norms > 0, emb / np.where(norms > 0, norms, 1.0), 0.0)
+
+
+@pytest.mark.parametrize("metric", TRIPLET_METRICS)
+def test_normalize_matches_loop_on_unit_vectors_float64(metric):
+    """normalize=True is the loop on L2-normalised embeddings (FaceNet), scale-invariant, and not the raw loss."""
+    emb, labels, valid = _batch(3, d=4)
+    emb = emb * 7.0  # raw features far from unit norm
+    with jax.enable_x64(True):
+        got = _all_minings(triplet_loss_terms, metric, margin=0.2, normalize=True)(
+            jnp.asarray(emb), jnp.asarray(labels), jnp.asarray(valid))
+        scaled = _all_minings(triplet_loss_terms, metric, margin=0.2, normalize=True)(
+            jnp.asarray(emb * 0.01), jnp.asarray(labels), jnp.asarray(valid))
+        dense = jax.jit(functools.partial(triplet_loss_dense, metric=metric, margin=0.2, normalize=True))(
+            jnp.asarray(emb), jnp.asarray(labels), jnp.asarray(valid))
+        for mining in MINING:
+            want, count = _loop_triplet(_unit(emb), labels, valid, 0.2, metric, mining)
+            assert count > 0
+            np.testing.assert_allclose(float(got[mining]["loss"]), want, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(float(scaled[mining]["loss"]), want, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(float(dense), float(got["violating"]["loss"]), rtol=1e-9)
+        raw, _ = _loop_triplet(emb, labels, valid, 0.2, metric, "all")
+        if metric != "cosine":  # cosine is scale-free already
+            assert abs(raw - float(got["all"]["loss"])) > 1e-3
+
+
+def test_normalize_gradient_finite_on_degenerate_batches():
+    grad = jax.grad(lambda e, y: triplet_loss(e, y, normalize=True, mining="all"))
+    for emb in (jnp.zeros((6, 3)), jnp.ones((6, 3)), jnp.full((6, 3), 1e-30)):
+        g = grad(emb, jnp.array([0, 0, 1, 1, 2, 2]))
+        assert bool(jnp.all(jnp.isfinite(g)))
+
+
 @pytest.mark.parametrize("metric", TRIPLET_METRICS)
 def test_matches_loop_float64(metric):
     emb, labels, valid = _batch(0)

@@ -312,21 +312,40 @@ def test_cosine_classifier_in_model():
     assert logits.shape == (2, 5) and np.all(np.abs(logits) <= 8.0 + 1e-4)
 
 
-def test_affinity_classifier():
-    """Features -> BatchNorm -> AffinityHead; similarities in (0, 1] used as logits."""
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_affinity_classifier(batch_norm):
+    """Features -> AffinityHead (paper: only the softmax layer is replaced); BatchNorm in front only on request."""
     cfg = model_config(name="small_cnn", head_widths=(16,), classifier="affinity",
                        affinity=dict(num_centres=3, sigma=10.0, distance="sq_l2",
-                                     similarity="gaussian"))
+                                     similarity="gaussian", batch_norm=batch_norm))
     model = create_model(cfg, 5)
     x = images((4, 8, 8, 1))
     variables = init(model, x)
     assert variables["params"]["classifier"]["prototypes"].shape == (5, 3, 16)
-    assert "classifier_norm" in variables["batch_stats"]
+    assert ("classifier_norm" in variables["batch_stats"]) == batch_norm
     (logits, feats), _ = _apply_train(model, variables, x, KEY)
     assert logits.shape == (4, 5) and logits.dtype == jnp.float32
     assert np.all((np.asarray(logits) > 0) & (np.asarray(logits) <= 1))
-    # Training-mode BatchNorm (scale 1, bias 0 at init) standardises each feature over the batch.
-    np.testing.assert_allclose(np.mean(np.asarray(feats["classifier_input"]), 0), 0, atol=1e-4)
+    if batch_norm:  # training-mode BatchNorm (scale 1, bias 0 at init) standardises each feature over the batch
+        np.testing.assert_allclose(np.mean(np.asarray(feats["classifier_input"]), 0), 0, atol=1e-4)
+    else:  # the head's last layer goes in unchanged
+        np.testing.assert_array_equal(feats["classifier_input"], feats["head_last"])
+
+
+def test_affinity_options_are_checked():
+    with pytest.raises(ValueError, match="config.model.affinity.batch_norm must be True or False"):
+        create_model(model_config(name="small_cnn", classifier="affinity", affinity=dict(batch_norm="yes")), 3)
+    with pytest.raises(ValueError, match="config.model.affinity.prototype_init must be one of"):
+        create_model(model_config(name="small_cnn", classifier="affinity", affinity=dict(prototype_init="x")), 3)
+
+
+def test_classifier_bias_prior_init():
+    """CDB-CE reference code: b_c = -log((1 - pi) / pi), pi = 1 / C, so softmax starts near uniform."""
+    model = create_model(model_config(name="small_cnn", classifier_bias_init="prior"), 10)
+    bias = init(model, images((2, 8, 8, 1)))["params"]["classifier"]["bias"]
+    np.testing.assert_allclose(bias, np.full(10, -np.log(9.0)), rtol=1e-6)
+    with pytest.raises(ValueError, match="config.model.classifier_bias_init must be one of"):
+        create_model(model_config(name="small_cnn", classifier_bias_init="ones"), 10)
 
 
 # ------------------------------------------------------------------------------ building blocks

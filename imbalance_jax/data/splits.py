@@ -1,6 +1,6 @@
 """Builds the train / val / test splits of a run from config, deterministically from the seed.
 
-Order (DESIGN.md §4): load the source → carve a balanced test split when the source has none →
+Order: load the source → keep the classes of ``data.classes`` (relabelled 0..K-1 in that order) → carve a balanced test split when the source has none →
 hold out a balanced validation set → apply the imbalance profile to what is left → label noise
 on the training labels. The balanced hold-outs are taken *before* the imbalance.
 """
@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from imbalance_jax.data import imbalance as imb
-from imbalance_jax.data.sources import ArraySplit, load_raw_dataset
+from imbalance_jax.data.sources import ArraySplit, DatasetError, RawDataset, load_raw_dataset
 
 
 @dataclasses.dataclass
@@ -43,8 +43,29 @@ def _split_rng(seed: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, purpose])
 
 
+def select_classes(raw: RawDataset, classes: Sequence[int]) -> RawDataset:
+    """The source restricted to ``classes`` (source label ids), relabelled 0..K-1 in the given order;
+    ``()`` keeps every class. Raises DatasetError naming ``config.data.classes`` for a bad list."""
+    if not classes:
+        return raw
+    ids = [int(c) for c in classes]
+    if len(set(ids)) != len(ids) or not all(0 <= c < raw.num_classes for c in ids) or len(ids) < 2:
+        raise DatasetError(f"config.data.classes={tuple(classes)!r} must list at least 2 distinct class ids in "
+                         f"[0, {raw.num_classes - 1}]")
+    lookup = np.full(raw.num_classes, -1, np.int64)
+    lookup[ids] = np.arange(len(ids))
+
+    def restrict(split: Optional[ArraySplit]) -> Optional[ArraySplit]:
+        if split is None:
+            return None
+        keep = np.flatnonzero(lookup[split.labels] >= 0)
+        return ArraySplit(split.images[keep], lookup[split.labels[keep]])
+
+    return RawDataset(restrict(raw.train), restrict(raw.test), len(ids), [raw.class_names[c] for c in ids])
+
+
 def build_splits(data_config: ml_collections.ConfigDict, seed: int) -> DataSplits:
-    raw = load_raw_dataset(data_config)
+    raw = select_classes(load_raw_dataset(data_config), tuple(data_config.get("classes", ()) or ()))
     num_classes = raw.num_classes
     data_seed = int(data_config.get("seed", seed) if data_config.get("seed", None) is not None else seed)
     train, test = raw.train, raw.test

@@ -56,6 +56,7 @@ from imbalance_jax.losses.distances import (
     check_embeddings_labels_valid,
     check_metric,
     gather_global_batch,
+    l2_normalize,
     mask_rows,
     pairwise_distances,
     resolve_valid,
@@ -79,11 +80,13 @@ def _check_args(metric: str, mining: str) -> None:
     check_metric(mining, MINING, name="mining")
 
 
-def _prepare(embeddings, labels, valid, metric, axis_name):
+def _prepare(embeddings, labels, valid, metric, axis_name, normalize=False):
     """Checks inputs, gathers the global batch and returns (distances, ap_mask, an_mask)."""
     check_embeddings_labels_valid(embeddings, labels, valid)
     valid = resolve_valid(valid, embeddings.shape[0])
     embeddings, labels, valid = gather_global_batch(axis_name, embeddings, labels, valid)
+    if normalize:
+        embeddings = l2_normalize(embeddings)
     dist = pairwise_distances(mask_rows(embeddings, valid), metric=metric)
     return dist, anchor_positive_mask(labels, valid), anchor_negative_mask(labels, valid)
 
@@ -288,6 +291,7 @@ def triplet_loss_terms(
     margin: float = 0.2,
     metric: str = "sq_l2",
     mining: str = "violating",
+    normalize: bool = False,
     axis_name: Optional[str] = None,
 ) -> dict[str, Array]:
     """Triplet loss and logging terms (O(B^2 log B) time, O(B^2) memory).
@@ -298,7 +302,7 @@ def triplet_loss_terms(
     See ``triplet_loss`` for the arguments.
     """
     _check_args(metric, mining)
-    dist, ap, an = _prepare(embeddings, labels, valid, metric, axis_name)
+    dist, ap, an = _prepare(embeddings, labels, valid, metric, axis_name, normalize)
     return _terms(_triplet_stats_fast(dist, ap, an, margin, semihard=mining == "semihard"), mining)
 
 
@@ -310,6 +314,7 @@ def triplet_loss(
     margin: float = 0.2,
     metric: str = "sq_l2",
     mining: str = "violating",
+    normalize: bool = False,
     axis_name: Optional[str] = None,
 ) -> Array:
     """Triplet loss over all in-batch triplets with the given mining; float scalar.
@@ -321,12 +326,17 @@ def triplet_loss(
       margin: alpha in the hinge (default 0.2, DESIGN.md §3.3).
       metric: "sq_l2" (default, TriCDB-CE), "l2" or "cosine" (1 - cos).
       mining: "all", "violating" (default), "hard" or "semihard" (module docstring).
+      normalize: L2-normalise the embeddings (a zero row stays zero) before the distance, as
+        FaceNet (Schroff et al. 2015, §3: ``||f(x)||_2 = 1``), for which alpha = 0.2 was chosen,
+        and as pytorch-metric-learning's ``TripletMarginLoss`` (``normalize_embeddings=True``).
+        On unit vectors squared L2 = 2 (1 - cos), so the hinge is bounded by 4 + alpha whatever
+        the feature scale. Default False (the raw embeddings, as before this option).
       axis_name: when called inside ``shard_map`` with the batch sharded over this axis, the
         loss is computed on the all-gathered global batch.
     """
     return triplet_loss_terms(
         embeddings, labels, valid, margin=margin, metric=metric, mining=mining,
-        axis_name=axis_name,
+        normalize=normalize, axis_name=axis_name,
     )["loss"]
 
 
@@ -338,6 +348,7 @@ def triplet_loss_dense(
     margin: float = 0.2,
     metric: str = "sq_l2",
     mining: str = "violating",
+    normalize: bool = False,
     axis_name: Optional[str] = None,
 ) -> Array:
     """Reference triplet loss from the explicit B x B x B hinge tensor.
@@ -346,7 +357,7 @@ def triplet_loss_dense(
     only; use ``triplet_loss``. Same arguments and result as ``triplet_loss``.
     """
     _check_args(metric, mining)
-    dist, ap, an = _prepare(embeddings, labels, valid, metric, axis_name)
+    dist, ap, an = _prepare(embeddings, labels, valid, metric, axis_name, normalize)
     return _terms(_triplet_stats_dense(dist, ap, an, margin), mining)["loss"]
 
 

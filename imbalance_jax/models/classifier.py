@@ -12,13 +12,15 @@ Call convention (big_vision style)::
   "head_0".."head_{k-1}"  each projection-head Dense output (activated, except the last, linear);
   "head_last"        the last head layer, or "backbone" when there is no head;
   "classifier_input" exactly what the classifier reads: head_last (with dropout applied when there
-                     is no head), passed through BatchNorm for the affinity classifier.
+                     is no head), passed through BatchNorm for the affinity classifier only when
+                     ``affinity_batch_norm`` is set (off by default, see below).
 Logits are float32 [B, num_classes] whatever the compute dtype. The projection head and the
 classifier always compute in float32 (they are tiny and feed the losses); only the backbone uses
 ``dtype``.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -29,6 +31,7 @@ from imbalance_jax.models.common import batch_norm, check_images, get_activation
 from imbalance_jax.models.heads import CosineClassifier, ProjectionHead, TDEClassifier
 
 CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear", "tde")
+BIAS_INITS: tuple[str, ...] = ("prior", "zeros")
 
 
 class ImageClassifier(nn.Module):
@@ -36,8 +39,11 @@ class ImageClassifier(nn.Module):
 
     Parameter names: "backbone", "head" (when head_widths is non-empty), "classifier" (the Dense,
     the cosine classifier, the AffinityHead, whose prototypes the affinity loss reads, or the
-    TDEClassifier) and, for the affinity classifier, "classifier_norm" (the BatchNorm on its input
-    features). The TDE classifier keeps its feature moving average in
+    TDEClassifier) and, for the affinity classifier with ``affinity_batch_norm``, "classifier_norm"
+    (a BatchNorm on its input features). Hayat et al. (ICCV 2019, §4.2) only replace the softmax layer,
+    so by default the last feature layer feeds the affinity head directly; the BatchNorm (found in an
+    unofficial port) pins each feature dimension's variance and strands whole classes far from their
+    prototypes (similarity ~e^-10 and below, no gradient), see docs/design.md. The TDE classifier keeps its feature moving average in
     ``batch_stats["classifier"]["feature_mean"]``, updated by every train-mode call, and returns the
     counterfactual TDE logits when ``train=False`` (see :class:`TDEClassifier`).
     """
@@ -54,6 +60,8 @@ class ImageClassifier(nn.Module):
     affinity_sigma: float = 10.0
     affinity_distance: str = "sq_l2"
     affinity_similarity: str = "gaussian"
+    affinity_batch_norm: bool = False
+    classifier_bias_init: str = "zeros"  # linear classifier: "zeros" or "prior" (log-odds of a uniform prior)
     tde_num_heads: int = 2
     tde_tau: float = 16.0
     tde_gamma: float = 1.0 / 32.0
@@ -81,14 +89,24 @@ class ImageClassifier(nn.Module):
 
     def _classifier_input(self, x: jax.Array, train: bool) -> jax.Array:
         x = get_activation(self.classifier_activation, "config.model.classifier_activation")(x)
-        if self.classifier == "affinity":
-            # Hayat et al.: features -> BatchNorm -> affinity layer.
+        if self.classifier == "affinity" and self.affinity_batch_norm:
             return batch_norm(train, jnp.float32)(name="classifier_norm")(x)
         return x
 
+    def _bias_init(self):
+        """``"prior"``: b = -log((1 - π) / π) with π = 1/C, the classifier-bias initialisation of the CDB-CE
+        reference code (hitachi-rd-cv/CDB-loss, CIFAR-LT) after Lin et al. (2017, focal loss, §4.1)."""
+        if self.classifier_bias_init == "zeros":
+            return nn.initializers.zeros
+        if self.classifier_bias_init == "prior":
+            prior = 1.0 / self.num_classes
+            return nn.initializers.constant(-math.log((1.0 - prior) / prior) if self.num_classes > 1 else 0.0)
+        raise ValueError(f"config.model.classifier_bias_init must be one of {list(BIAS_INITS)}, "
+                         f"got {self.classifier_bias_init!r}.")
+
     def _logits(self, x: jax.Array, train: bool) -> jax.Array:
         if self.classifier == "linear":
-            return nn.Dense(self.num_classes, name="classifier")(x)
+            return nn.Dense(self.num_classes, bias_init=self._bias_init(), name="classifier")(x)
         if self.classifier == "cosine":
             return CosineClassifier(self.num_classes, self.cosine_scale, name="classifier")(x)
         if self.classifier == "affinity":

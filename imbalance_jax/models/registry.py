@@ -21,7 +21,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from imbalance_jax.models.cifar_resnet import CifarResNet
-from imbalance_jax.models.classifier import CLASSIFIERS, ImageClassifier
+from imbalance_jax.models.affinity_head import PROTOTYPE_INITS
+from imbalance_jax.models.classifier import BIAS_INITS, CLASSIFIERS, ImageClassifier
 from imbalance_jax.models.common import ACTIVATIONS, Dtype, parse_dtype
 from imbalance_jax.models.efficientnet import EFFICIENTNET_COEFFICIENTS, EfficientNet
 from imbalance_jax.models.resnet import BasicBlock, Bottleneck, ResNet
@@ -181,8 +182,11 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
     """Builds the classifier described by ``config.model`` (a ConfigDict or a plain mapping).
 
     Fields (defaults when absent): name (required), head_widths=(), head_activation="relu",
-    dropout=0.0, classifier="linear", dtype="float32", cosine_scale=16.0,
-    affinity={num_centres: 1, sigma: 10.0, distance: "sq_l2", similarity: "gaussian"},
+    dropout=0.0, classifier="linear", classifier_bias_init="zeros" (linear classifier; "prior"),
+    dtype="float32", cosine_scale=16.0,
+    affinity={num_centres: 1, sigma: 10.0, distance: "sq_l2", similarity: "gaussian",
+    batch_norm: False, prototype_init: "class_means"} (prototype_init is applied by the trainer, see
+    ``affinity_head.PROTOTYPE_INITS``),
     tde={num_heads: 2, tau: 16.0, gamma: 1/32, alpha: 1.5, momentum: 0.9} (classifier "tde":
     K heads, scale tau, causal-norm gamma, TDE strength alpha >= 0 used at evaluation only, feature
     moving-average momentum in [0, 1); see heads.TDEClassifier), plus the backbone options of this
@@ -207,11 +211,16 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"{_field('dropout')} must be a float in [0, 1), got {dropout!r}.")
     classifier = _check_choice(cfg.get("classifier", "linear"), "classifier", CLASSIFIERS)
+    bias_init = _check_choice(cfg.get("classifier_bias_init", "zeros"), "classifier_bias_init", BIAS_INITS)
     dtype = parse_dtype(cfg.get("dtype", "float32"), _field("dtype"))
     cosine_scale = _check_positive_float(cfg.get("cosine_scale", 16.0), "cosine_scale")
     affinity = cfg.get("affinity", None) or {}
     num_centres = _check_positive_int(affinity.get("num_centres", 1), "affinity.num_centres")
     sigma = _check_positive_float(affinity.get("sigma", 10.0), "affinity.sigma")
+    affinity_batch_norm = affinity.get("batch_norm", False)
+    if not isinstance(affinity_batch_norm, bool):
+        raise ValueError(f"{_field('affinity.batch_norm')} must be True or False, got {affinity_batch_norm!r}.")
+    _check_choice(affinity.get("prototype_init", "class_means"), "affinity.prototype_init", PROTOTYPE_INITS)
     tde = _tde_options(cfg)
 
     backbone = BACKBONES[name](dtype=dtype, **_backbone_options(cfg, name))
@@ -228,5 +237,7 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         affinity_sigma=sigma,
         affinity_distance=str(affinity.get("distance", "sq_l2")),
         affinity_similarity=str(affinity.get("similarity", "gaussian")),
+        affinity_batch_norm=affinity_batch_norm,
+        classifier_bias_init=bias_init,
         **tde,
     )
