@@ -1,0 +1,84 @@
+"""Per-epoch validation and test curves of a sweep's finished cells, read from their TensorBoard event files.
+
+    python -m experiments.curves <sweep> [--runs_dir=DIR] [--tag=val/balanced_accuracy] [--out=FILE.md]
+
+Prints (or writes) a Markdown table per cell: epoch, the tags' values, and the first epoch at which each tag is
+within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps' budgets were chosen. Event files are kept on the machine that ran the cell (they are not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+from typing import Optional, Sequence
+
+from experiments import sweeps
+
+DEFAULT_TAGS = ("val/balanced_accuracy", "test/balanced_accuracy")
+
+
+def read_scalars(workdir: pathlib.Path, tags: Sequence[str]) -> dict[str, dict[int, float]]:
+    """``{tag: {step: value}}`` from ``workdir/tensorboard`` (the last value written for a step wins)."""
+    import tensorflow as tf
+
+    values: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+    for path in sorted((workdir / "tensorboard").glob("events.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag in values:
+                    values[value.tag][int(event.step)] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def plateau_epoch(curve: dict[int, float], tolerance: float) -> Optional[int]:
+    """The first epoch whose value is within ``tolerance`` of the best value of the whole run (None if empty)."""
+    if not curve:
+        return None
+    best = max(curve.values())
+    return min(epoch for epoch, value in curve.items() if value >= best - tolerance)
+
+
+def curves_table(sweep: sweeps.Sweep, runs_dir: pathlib.Path, tags: Sequence[str], tolerance: float) -> str:
+    lines = [f"## {sweep.name}: per-epoch curves", ""]
+    for cell in sweep.cells():
+        workdir = cell.workdir(runs_dir)
+        if sweeps.cell_status(cell, runs_dir) != "done":
+            continue
+        scalars = read_scalars(workdir, tags)
+        epochs = sorted(set().union(*(scalars[t] for t in tags)))
+        lines += [f"### {cell.method} ({cell.key})", "", f"`{cell.command(workdir)}`", ""]
+        for tag in tags:
+            plateau = plateau_epoch(scalars[tag], tolerance)
+            best = max(scalars[tag].values()) if scalars[tag] else float("nan")
+            lines.append(f"- {tag}: best {best:.4f}; first within {tolerance} of it at epoch {plateau}")
+        lines += ["", "| epoch | " + " | ".join(tags) + " |", "|---" * (len(tags) + 1) + "|"]
+        for epoch in epochs:
+            row = [f"{scalars[t][epoch]:.4f}" if epoch in scalars[t] else "" for t in tags]
+            lines.append(f"| {epoch} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.curves", description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweep")
+    parser.add_argument("--runs_dir", default=str(sweeps.DEFAULT_RUNS_DIR))
+    parser.add_argument("--tag", action="append", default=None, help=f"scalar tag(s); default {DEFAULT_TAGS}")
+    parser.add_argument("--tolerance", type=float, default=0.01)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args(argv)
+    try:
+        sweep = sweeps.load_sweep(args.sweep)
+    except ValueError as e:
+        parser.error(str(e))
+    text = curves_table(sweep, pathlib.Path(args.runs_dir), tuple(args.tag or DEFAULT_TAGS), args.tolerance)
+    if args.out:
+        pathlib.Path(args.out).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

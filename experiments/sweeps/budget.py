@@ -1,0 +1,21 @@
+"""How long each paper's protocol needs: plain CE at a constant learning rate for longer than any sweep trains, one
+seed, on the three Fashion-MNIST protocols of asl_fourclass, affinity_step and tricdb_rho. The epoch at which CE's
+validation balanced accuracy stops improving sets each sweep's NUM_EPOCHS (``python -m experiments.curves budget``
+prints the curves; experiments/RESULTS.md, "Budgets")."""
+
+from experiments.sweeps import Sweep
+from experiments.sweeps.affinity_step import step
+
+SWEEP = Sweep(
+    name="budget",
+    base_config="configs/fmnist_lt_base.py",
+    methods={
+        "CE, Fashion-MNIST-LT rho=100": {"num_epochs": 30},
+        "CE, step 10 percent": {"num_epochs": 20, **step(0.1)},
+        "CE, four classes (2-D head)": {"config": "configs/fmnist4_asl.py", "num_epochs": 100,
+                                        "loss.aux.asl.weight": 0.0},
+    },
+    seeds=(0,),
+    common_overrides={"optimizer.schedule": "constant"},
+    description="Plain CE at a constant learning rate: where its validation balanced accuracy plateaus.",
+)
