@@ -17,7 +17,8 @@ SIGMA, DISTANCE, SIMILARITY = 10.0, "sq_l2", "gaussian"
 
 
 def set_affinity(config, num_centres: int = 5) -> None:
-    """Affinity classifier + loss; the kernel's σ/distance/similarity are the head's (checked at start-up)."""
+    """Affinity classifier (σ, distance, similarity, m in config.model.affinity) + its max-margin loss, which
+    reads the head's similarities and prototypes."""
     config.model.head_widths = ()
     config.model.classifier = "affinity"
     config.model.affinity.num_centres = num_centres
@@ -27,8 +28,7 @@ def set_affinity(config, num_centres: int = 5) -> None:
     config.checkpoint.best_metric = "val_balanced_accuracy"
     config.loss.name = "none"
     config.loss.weight = 0.0
-    config.loss.aux = {"affinity": aux_loss_config("affinity", weight=1.0, sigma=SIGMA, distance=DISTANCE,
-                                                   similarity=SIMILARITY, margin=0.75, diversity_weight=1.0)}
+    config.loss.aux = {"affinity": aux_loss_config("affinity", weight=1.0, margin=0.75, diversity_weight=1.0)}
     config.evaluation.embedding_layer = "classifier_input"
 
 

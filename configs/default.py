@@ -87,6 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.warmup_epochs = 0.0
     config.optimizer.boundaries = ()
     config.optimizer.decay_factors = ()
+    config.optimizer.final_lr_fraction = 0.0  # cosine: the last step's learning rate as a fraction of the first
     config.optimizer.grad_clip_norm = 0.0
 
     config.checkpoint = ml_collections.ConfigDict()

@@ -11,8 +11,8 @@ Cells with a ``metrics.json`` are skipped; an interrupted cell resumes from its 
 resumes automatically); a failed cell gets an ``error.txt`` and is retried by the next invocation.
 
 Before anything trains, the config of every cell to run is built and checked without data: override paths and
-values, the start-up checks of ``imbalance_jax.config_validation``, and a shape-only trace of the model and the
-losses (every feature layer a loss reads must exist). A typo in a sweep file therefore fails in seconds.
+values, and ``imbalance_jax.experiment.check`` (field values, and a shape-only trace of the model and the losses:
+every feature layer a loss reads must exist). A typo in a sweep file therefore fails in seconds.
 ``--dry_run`` does only that and prints every selected cell's status and command.
 
 JAX's persistent compilation cache is on (``--compilation_cache``, default
@@ -27,15 +27,13 @@ CPU machine: on 2 cores two runners of Fashion-MNIST cells made 4.6 train steps/
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import subprocess
 import sys
 import time
 import traceback
-import types
-from typing import Iterator, Optional, Sequence, TextIO, Union
+from typing import Optional, Sequence, TextIO, Union
 
 import ml_collections
 from absl import flags as absl_flags
@@ -47,12 +45,6 @@ from imbalance_jax import compilation_cache
 from imbalance_jax.xla_flags import set_default_xla_flags
 
 PathLike = Union[str, os.PathLike]
-
-# Native input shape and class count of the datasets whose configs can be traced without loading any data
-# (the static check of a cell's model and losses); other datasets get the config-level checks only.
-_TRACEABLE_DATASETS = {"digits": ((8, 8, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
-                       "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
-
 
 class CellConfigError(ValueError):
     """A cell's config cannot be built or would not start; the message names the cell and the override."""
@@ -108,54 +100,16 @@ def _culprit(flags: list[str], error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """The start-up checks of a run that need no data: ``validate_config`` (one device), the model options and,
-    for the datasets in ``_TRACEABLE_DATASETS``, a shape-only trace of the model and of every loss term
-    (``train.check_model_and_objective`` on zero parameters). Raises ``ConfigError``."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    from imbalance_jax import models, objectives, train
-    from imbalance_jax.config_validation import ConfigError, validate_config
-    from imbalance_jax.data import colour_histogram
-
-    validate_config(config, num_devices=1)
-    if config.data.name not in _TRACEABLE_DATASETS:
-        return
-    shape, num_classes = _TRACEABLE_DATASETS[config.data.name]
-    size = int(config.data.get("image_size", 0) or 0)
-    if size:
-        shape = (size, size, shape[2])
-    try:
-        model = models.create_model(config.model, num_classes)
-        objective = objectives.build_objective(config.loss, np.ones(num_classes))
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    rng = jax.random.PRNGKey(0)
-    abstract = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng}, jnp.zeros((1, *shape)),
-                                                 train=False))
-    variables = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
-    extras = {}
-    if "colour_hist" in objective.batch_fields:
-        extras["colour_hist"] = colour_histogram(np.zeros((2, 2, 3), np.uint8))[None]
-    exp = types.SimpleNamespace(config=config, model=model, objective=objective,
-                                splits=types.SimpleNamespace(image_shape=shape), extras={"train": extras})
-    state = types.SimpleNamespace(params=variables["params"], batch_stats=variables.get("batch_stats", {}),
-                                  class_weights=jnp.ones(num_classes))
-    train.check_model_and_objective(exp, state)
-
-
 def validate_cells(cells: Sequence[Cell]) -> list[str]:
     """Builds and checks every cell's config (once per distinct config: seeds share it); returns the problems."""
-    from imbalance_jax.config_validation import ConfigError
+    from imbalance_jax.experiment import ConfigError, check
 
     problems, seen = [], {}
     for cell in cells:
         key = (cell.config, cell.overrides[:-1])  # the seed override is last
         if key not in seen:
             try:
-                check_config(build_config(cell))
+                check(build_config(cell))
                 seen[key] = None
             except CellConfigError as e:
                 seen[key] = str(e)
@@ -164,17 +118,6 @@ def validate_cells(cells: Sequence[Cell]) -> list[str]:
         if seen[key] is not None and seen[key] not in problems:
             problems.append(seen[key])
     return problems
-
-
-@contextlib.contextmanager
-def _argv(argv: list[str]) -> Iterator[None]:
-    """sys.argv as the CLI would see it (train.py writes ``" ".join(sys.argv)`` into report.md)."""
-    saved = sys.argv
-    sys.argv = argv
-    try:
-        yield
-    finally:
-        sys.argv = saved
 
 
 def run_cell(cell: Cell, runs_dir: PathLike, *, use_subprocess: bool = False) -> float:
@@ -189,13 +132,12 @@ def run_cell(cell: Cell, runs_dir: PathLike, *, use_subprocess: bool = False) ->
         subprocess.run([sys.executable, "-m", "imbalance_jax.main", *flags], cwd=sweeps.REPO_ROOT, check=True)
     else:
         from imbalance_jax import train
-        from imbalance_jax.config_validation import ConfigError
+        from imbalance_jax.experiment import ConfigError
 
         config = build_config(cell)
-        if config.get("multi_host", False):
+        if config.multi_host:
             raise ConfigError("config.multi_host=True needs jax.distributed in its own process: use --subprocess")
-        with _argv([*sweeps.ENTRY_POINT, *flags]):
-            train.train_and_evaluate(config, str(workdir))
+        train.train_and_evaluate(config, str(workdir), command=cell.command(workdir))
     wall_time = time.perf_counter() - start
     (workdir / sweeps.WALL_TIME_FILE).write_text(f"{wall_time:.1f}\n")
     return wall_time

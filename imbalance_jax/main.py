@@ -7,6 +7,7 @@ auto-detects); ``jax.distributed.initialize()`` is called before anything touche
 """
 
 import os
+import shlex
 import sys
 
 from absl import app, flags, logging
@@ -37,15 +38,16 @@ def main(argv):
 
     # tf.data only feeds the pipeline: keep TensorFlow off any accelerator JAX uses.
     tf.config.set_visible_devices([], "GPU")
-    if FLAGS.config.get("multi_host", False):
+    if FLAGS.config.multi_host:
         jax.distributed.initialize()
     from imbalance_jax import train
-    from imbalance_jax.config_validation import ConfigError
     from imbalance_jax.data import DatasetError
+    from imbalance_jax.experiment import ConfigError
 
     logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(), jax.devices())
+    command = " ".join(["python -m imbalance_jax.main", *(shlex.quote(arg) for arg in sys.argv[1:])])
     try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train.train_and_evaluate(FLAGS.config, FLAGS.workdir, command=command)
     except (ConfigError, DatasetError) as e:
         sys.exit(f"error: {e}")
 

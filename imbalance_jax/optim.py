@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules built from ``config.optimizer`` (epochs converted to steps)."""
+"""Optimizers and learning-rate schedules (epochs converted to steps); plain arguments, no config objects."""
 
 from __future__ import annotations
 
@@ -6,45 +6,44 @@ import fnmatch
 from typing import Any, Callable, Sequence
 
 import jax
-import ml_collections
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "multistep", "cosine")
 
 
-def create_schedule(opt_config: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
+def create_schedule(learning_rate: float, steps_per_epoch: int, num_epochs: int, *, schedule: str = "constant",
+                    warmup_epochs: float = 0.0, boundaries: Sequence[int] = (), decay_factors: Sequence[float] = (),
+                    final_lr_fraction: float = 0.0) -> optax.Schedule:
     """Base schedule (constant / multistep / cosine) with an optional linear warm-up of ``warmup_epochs``.
 
     ``multistep``: ``boundaries`` are epochs, ``decay_factors`` the absolute factor applied from each
-    boundary on (e.g. boundaries (160, 180), factors (0.01, 0.0001) as in the LDAM/CDB CIFAR-LT protocol).
+    boundary on (e.g. boundaries (160, 180), factors (0.01, 0.0001) as in the LDAM-DRW CIFAR-LT protocol).
+    ``cosine``: decays to ``final_lr_fraction * learning_rate`` at the last step.
     """
-    lr = float(opt_config.learning_rate)
-    name = opt_config.get("schedule", "constant")
-    warmup_steps = int(round(float(opt_config.get("warmup_epochs", 0)) * steps_per_epoch))
+    lr = float(learning_rate)
+    warmup_steps = int(round(float(warmup_epochs) * steps_per_epoch))
     total_steps = max(num_epochs * steps_per_epoch, 1)
-    if name == "constant":
+    if schedule == "constant":
         base = optax.constant_schedule(lr)
-    elif name == "multistep":
-        boundaries = [int(b) * steps_per_epoch for b in opt_config.get("boundaries", ())]
-        factors = list(opt_config.get("decay_factors", ()))
-        if len(boundaries) != len(factors):
+    elif schedule == "multistep":
+        if len(boundaries) != len(decay_factors):
             raise ValueError("config.optimizer.boundaries and config.optimizer.decay_factors must have the same "
-                             f"length, got {len(boundaries)} and {len(factors)}")
+                             f"length, got {len(boundaries)} and {len(decay_factors)}")
         # optax multiplies successive scales; convert absolute factors into successive ratios.
         prev, scales = 1.0, {}
-        for b, f in zip(boundaries, factors):
-            scales[b] = float(f) / prev
+        for b, f in zip(boundaries, decay_factors):
+            scales[int(b) * steps_per_epoch] = float(f) / prev
             prev = float(f)
         base = optax.piecewise_constant_schedule(lr, scales)
-    elif name == "cosine":
+    elif schedule == "cosine":
         base = optax.cosine_decay_schedule(lr, decay_steps=max(total_steps - warmup_steps, 1),
-                                           alpha=float(opt_config.get("final_lr_fraction", 0.0)))
+                                           alpha=float(final_lr_fraction))
     else:
-        raise ValueError(f"config.optimizer.schedule={name!r}; allowed: {list(SCHEDULES)}")
+        raise ValueError(f"config.optimizer.schedule={schedule!r}; allowed: {list(SCHEDULES)}")
     if warmup_steps <= 0:
         return base
-    if name == "cosine":
+    if schedule == "cosine":
         warmup = optax.linear_schedule(lr / max(warmup_steps, 1), lr, warmup_steps)
         return optax.join_schedules([warmup, base], [warmup_steps])
     # Warm-up for step-wise schedules: scale the base by a linear ramp (keeps the epoch boundaries absolute).
@@ -65,24 +64,32 @@ def decay_mask(exclude: Sequence[str]) -> Callable[[Any], Any]:
     return mask
 
 
-def create_optimizer(opt_config: ml_collections.ConfigDict, steps_per_epoch: int,
-                     num_epochs: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    schedule = create_schedule(opt_config, steps_per_epoch, num_epochs)
-    name = opt_config.name
-    wd = float(opt_config.get("weight_decay", 0.0))
-    exclude = tuple(opt_config.get("weight_decay_exclude", ()) or ())
-    decay = optax.add_decayed_weights(wd, mask=decay_mask(exclude) if exclude else None)
+def create_optimizer(name: str, learning_rate: float, steps_per_epoch: int, num_epochs: int, *,
+                     schedule: str = "constant", warmup_epochs: float = 0.0, boundaries: Sequence[int] = (),
+                     decay_factors: Sequence[float] = (), final_lr_fraction: float = 0.0, weight_decay: float = 0.0,
+                     weight_decay_exclude: Sequence[str] = (), momentum: float = 0.9, nesterov: bool = False,
+                     grad_clip_norm: float = 0.0) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """Optimizer ``name`` (``OPTIMIZERS``) on the schedule of :func:`create_schedule`.
+
+    ``weight_decay`` is L2 decay added to the gradient for adam/sgd (coupled, as PyTorch's ``weight_decay``) and
+    decoupled for adamw; ``weight_decay_exclude`` lists parameter-path globs it skips (see :func:`decay_mask`).
+    ``grad_clip_norm`` > 0 clips the global gradient norm first.
+    """
+    lr_schedule = create_schedule(learning_rate, steps_per_epoch, num_epochs, schedule=schedule,
+                                  warmup_epochs=warmup_epochs, boundaries=boundaries, decay_factors=decay_factors,
+                                  final_lr_fraction=final_lr_fraction)
+    wd = float(weight_decay)
+    mask = decay_mask(weight_decay_exclude) if weight_decay_exclude else None
     if name == "adam":
-        tx = optax.chain(decay, optax.adam(schedule)) if wd else optax.adam(schedule)
+        tx = optax.chain(optax.add_decayed_weights(wd, mask=mask), optax.adam(lr_schedule)) if wd \
+            else optax.adam(lr_schedule)
     elif name == "adamw":
-        tx = optax.adamw(schedule, weight_decay=wd, mask=decay_mask(exclude) if exclude else None)
+        tx = optax.adamw(lr_schedule, weight_decay=wd, mask=mask)
     elif name == "sgd":
-        sgd = optax.sgd(schedule, momentum=float(opt_config.get("momentum", 0.9)) or None,
-                        nesterov=bool(opt_config.get("nesterov", False)))
-        tx = optax.chain(decay, sgd) if wd else sgd
+        sgd = optax.sgd(lr_schedule, momentum=float(momentum) or None, nesterov=bool(nesterov))
+        tx = optax.chain(optax.add_decayed_weights(wd, mask=mask), sgd) if wd else sgd
     else:
         raise ValueError(f"config.optimizer.name={name!r}; allowed: {list(OPTIMIZERS)}")
-    clip = float(opt_config.get("grad_clip_norm", 0.0))
-    if clip > 0:
-        tx = optax.chain(optax.clip_by_global_norm(clip), tx)
-    return tx, schedule
+    if grad_clip_norm > 0:
+        tx = optax.chain(optax.clip_by_global_norm(float(grad_clip_norm)), tx)
+    return tx, lr_schedule

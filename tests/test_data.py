@@ -14,17 +14,21 @@ from imbalance_jax.data import samplers
 from imbalance_jax.data.pipeline import PipelineOptions, eval_batches, train_batches
 from imbalance_jax.data.sources import (FASHION_MNIST_DEBIAN_DIR, ArraySplit, DatasetError, celeba_mouth_smile_label,
                                         load_raw_dataset, read_idx)
-from imbalance_jax.data.splits import build_splits
+from imbalance_jax.experiment import splits_from_config
 
 
 def data_config(**kw):
     cfg = ml_collections.ConfigDict({
-        "name": "digits", "dir": "", "tfds_data_dir": "", "image_size": 0, "test_fraction": 0.2,
+        "name": "digits", "dir": "", "tfds_data_dir": "", "image_size": 0, "test_fraction": 0.2, "classes": (),
         "val_per_class": 10, "val_fraction": 0.0, "label_noise": 0.0, "sampler": "random", "download": False,
         "imbalance": {"profile": "exponential", "ratio": 10.0, "minority_classes": (), "fraction": 1.0,
                       "counts": ()}})
     cfg.update(kw)
     return cfg
+
+
+def build_splits(data, seed):
+    return splits_from_config(data, seed)
 
 
 def test_exponential_profile_matches_cifar_lt_protocol():

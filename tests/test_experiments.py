@@ -27,9 +27,8 @@ SWEEP = Sweep(
     common_overrides={"num_epochs": 1, "disable_progress_bar": True, "eval_batch_size": 64},
 )
 '''
-EXPECTED_SWEEPS = ("fmnist_main", "asl_layers", "asl_constraint", "affinity_imbalance", "affinity_noise",
-                   "affinity_centres", "affinity_sigma", "affinity_distance", "tricdb_lambda", "tricdb_ratio",
-                   "silk_grid", "digits_sanity")
+EXPECTED_SWEEPS = ("asl_fourclass", "affinity_step", "tricdb_rho", "silk_grid", "digits_sanity")
+PAPER_SWEEPS = ("asl_fourclass", "affinity_step", "tricdb_rho")
 
 
 @pytest.fixture(scope="module")
@@ -247,10 +246,12 @@ def test_overrides_round_trip_through_the_command_line():
     ({"loss.aux.asl.wieght": 0.0}, "--config.loss.aux.asl.wieght=0.0"),
     ({"loss.aux.asl.layers": ("head_4",)}, "'head_4' is not a feature"),
     ({"data.imbalance.ratio": "abc"}, "--config.data.imbalance.ratio=abc"),
-    ({"model.affinity.sigma": 5.0}, "they must be equal"),
+    ({"model.classifier": "linear"}, "config.loss.aux.affinity needs config.model.classifier='affinity'"),
+    ({"model.affinity.distance": "cosine"}, "config.model.affinity.distance must be one of"),
 ])
 def test_validation_catches_bad_overrides(overrides, message):
-    config = "configs/fmnist_lt_affinity.py" if "model.affinity.sigma" in overrides else "configs/fmnist_lt_asl.py"
+    config = "configs/fmnist_lt_affinity.py" if any("affinity" in k or "classifier" in k for k in overrides) \
+        else "configs/fmnist_lt_asl.py"
     sweep = Sweep(name="bad", base_config=config, methods={"M": overrides}, seeds=(0,))
     problems = run.validate_cells(sweep.cells())
     assert len(problems) == 1 and message in problems[0] and problems[0].startswith("bad/m/default/seed0: ")
@@ -281,13 +282,17 @@ def test_every_issue_sweep_exists_with_enough_seeds():
     for name in EXPECTED_SWEEPS:
         sweep = sweeps.load_sweep(name)
         assert sweep.name == name and len(sweep.seeds) >= 2
-    assert len(sweeps.load_sweep("fmnist_main").methods) == 22  # the 20 of the issue + 2 reading aids
+    for name in PAPER_SWEEPS:  # each paper on its own protocol, 3 seeds
+        assert len(sweeps.load_sweep(name).seeds) == 3
+    assert len(sweeps.load_sweep("asl_fourclass").methods) == 6
+    assert set(sweeps.load_sweep("tricdb_rho").methods) == {"CE", "CDB-CE", "TriCDB-CE", "LDAM-DRW",
+                                                            "Logit adjustment"}
     assert len(sweeps.load_sweep("silk_grid").rows()) == 8
 
 
 @pytest.mark.parametrize("name", sweeps.sweep_names())
 def test_sweep_file_builds_every_cell_config(name):
-    """A typo in an override path or value, a missing feature layer or mismatched affinity fields fails here."""
+    """A typo in an override path or value, or a missing feature layer, fails here."""
     sweep = sweeps.load_sweep(name)
     cells = sweep.cells()
     assert len({c.key for c in cells}) == len(cells) == len(sweep.rows()) * len(sweep.seeds)

@@ -68,7 +68,7 @@ def test_registry_lists_every_backbone():
 @pytest.mark.parametrize("name", sorted(FEATURE_DIMS))
 def test_backbone_contract_shapes(name):
     """Every backbone: logits [B, C] float32, documented feature keys and shapes, train and eval."""
-    model = create_model(model_config(name=name, head_widths=(8, 2), dropout=0.1), 7)
+    model = create_model(**model_config(name=name, head_widths=(8, 2), dropout=0.1), num_classes=7)
     shape = INPUT_SHAPES.get(name, (2, 32, 32, 3))
     variables = abstract_init(model, shape)
     assert ("batch_stats" in variables) == (name not in WITHOUT_BATCHNORM)
@@ -116,21 +116,21 @@ PUBLISHED_PARAMS = [
 
 @pytest.mark.parametrize("name,num_classes,size,expected", PUBLISHED_PARAMS)
 def test_parameter_counts_match_published(name, num_classes, size, expected):
-    model = create_model(model_config(name=name), num_classes)
+    model = create_model(**model_config(name=name), num_classes=num_classes)
     channels = 1 if name == "cnn4" else 3
     variables = abstract_init(model, (1, size, size, channels))
     assert n_params(variables["params"]) == pytest.approx(expected, rel=0.02)
 
 
 def test_width_and_small_input_options():
-    narrow = create_model(model_config(name="resnet20", width=8), 10)
+    narrow = create_model(**model_config(name="resnet20", width=8), num_classes=10)
     assert n_params(abstract_init(narrow, (1, 32, 32, 3))["params"]) < 0.27e6 / 3
     (_, feats) = jax.eval_shape(
         lambda v: narrow.apply(v, jnp.zeros((1, 32, 32, 3)), train=False),
         abstract_init(narrow, (1, 32, 32, 3)))
     assert feats["backbone"].shape == (1, 32)
     for small_input, kernel in ((False, (7, 7, 3, 64)), (True, (3, 3, 3, 64))):
-        model = create_model(model_config(name="resnet18", small_input=small_input), 10)
+        model = create_model(**model_config(name="resnet18", small_input=small_input), num_classes=10)
         params = abstract_init(model, (1, 32, 32, 3))["params"]
         assert params["backbone"]["conv_init"]["kernel"].shape == kernel
 
@@ -153,16 +153,16 @@ def test_width_and_small_input_options():
 ])
 def test_bad_config_raises_naming_the_field(fields, field_name):
     with pytest.raises(ValueError, match=field_name.replace(".", r"\.")):
-        create_model(model_config(**fields), 10)
+        create_model(**model_config(**fields), num_classes=10)
 
 
 def test_bad_name_lists_allowed_values():
     with pytest.raises(ValueError, match="resnet32"):
-        create_model(model_config(name="resnet99"), 10)
+        create_model(**model_config(name="resnet99"), num_classes=10)
 
 
 def test_vit_patch_size_must_divide_image():
-    model = create_model(model_config(name="vit_ti", patch_size=5), 10)
+    model = create_model(**model_config(name="vit_ti", patch_size=5), num_classes=10)
     with pytest.raises(ValueError, match="patch_size"):
         abstract_init(model, (1, 32, 32, 3))
 
@@ -187,7 +187,7 @@ def _apply_train(model, variables, x, rng):
 
 @pytest.fixture(scope="module")
 def head_model():
-    model = create_model(model_config(name="small_cnn", head_widths=(8, 2)), 5)
+    model = create_model(**model_config(name="small_cnn", head_widths=(8, 2)), num_classes=5)
     x = images((4, 8, 8, 1))
     return model, init(model, x), x
 
@@ -238,7 +238,7 @@ def test_batch_norm_settings():
 
 
 def test_dropout_uses_the_rng():
-    model = create_model(model_config(name="small_cnn", dropout=0.5), 5)
+    model = create_model(**model_config(name="small_cnn", dropout=0.5), num_classes=5)
     x = images((4, 8, 8, 1))
     variables = init(model, x)
     (l_a, f_a), _ = _apply_train(model, variables, x, jax.random.key(10))
@@ -257,8 +257,8 @@ def test_dropout_uses_the_rng():
 
 def test_bfloat16_computes_in_bf16_returns_float32():
     x = images((4, 8, 8, 1))
-    f32 = create_model(model_config(name="small_cnn", head_widths=(8, 2)), 5)
-    bf16 = create_model(model_config(name="small_cnn", head_widths=(8, 2), dtype="bfloat16"), 5)
+    f32 = create_model(**model_config(name="small_cnn", head_widths=(8, 2)), num_classes=5)
+    bf16 = create_model(**model_config(name="small_cnn", head_widths=(8, 2), dtype="bfloat16"), num_classes=5)
     variables = init(bf16, x)
     assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(variables))
     assert "bf16" in str(jax.make_jaxpr(lambda v: bf16.apply(v, x, train=False))(variables))
@@ -271,7 +271,7 @@ def test_bfloat16_computes_in_bf16_returns_float32():
 
 def test_sharded_batch_matches_single_device():
     """BatchNorm statistics are global: a batch sharded over 4 devices gives the same step."""
-    model = create_model(model_config(name="small_cnn"), 5)
+    model = create_model(**model_config(name="small_cnn"), num_classes=5)
     x = images((8, 8, 8, 1))
     variables = init(model, x)
     mesh = Mesh(np.array(jax.devices()[:4]), ("data",))
@@ -305,7 +305,7 @@ def test_cosine_classifier_bounded_by_scale_and_finite_at_zero():
 
 
 def test_cosine_classifier_in_model():
-    model = create_model(model_config(name="small_cnn", classifier="cosine", cosine_scale=8.0), 5)
+    model = create_model(**model_config(name="small_cnn", classifier="cosine", cosine_scale=8.0), num_classes=5)
     x = images((2, 8, 8, 1))
     variables = init(model, x)
     logits, _ = _apply_eval(model, variables, x)
@@ -318,7 +318,7 @@ def test_affinity_classifier(batch_norm):
     cfg = model_config(name="small_cnn", head_widths=(16,), classifier="affinity",
                        affinity=dict(num_centres=3, sigma=10.0, distance="sq_l2",
                                      similarity="gaussian", batch_norm=batch_norm))
-    model = create_model(cfg, 5)
+    model = create_model(**cfg, num_classes=5)
     x = images((4, 8, 8, 1))
     variables = init(model, x)
     assert variables["params"]["classifier"]["prototypes"].shape == (5, 3, 16)
@@ -334,18 +334,18 @@ def test_affinity_classifier(batch_norm):
 
 def test_affinity_options_are_checked():
     with pytest.raises(ValueError, match="config.model.affinity.batch_norm must be True or False"):
-        create_model(model_config(name="small_cnn", classifier="affinity", affinity=dict(batch_norm="yes")), 3)
+        create_model(**model_config(name="small_cnn", classifier="affinity", affinity=dict(batch_norm="yes")), num_classes=3)
     with pytest.raises(ValueError, match="config.model.affinity.prototype_init must be one of"):
-        create_model(model_config(name="small_cnn", classifier="affinity", affinity=dict(prototype_init="x")), 3)
+        create_model(**model_config(name="small_cnn", classifier="affinity", affinity=dict(prototype_init="x")), num_classes=3)
 
 
 def test_classifier_bias_prior_init():
     """CDB-CE reference code: b_c = -log((1 - pi) / pi), pi = 1 / C, so softmax starts near uniform."""
-    model = create_model(model_config(name="small_cnn", classifier_bias_init="prior"), 10)
+    model = create_model(**model_config(name="small_cnn", classifier_bias_init="prior"), num_classes=10)
     bias = init(model, images((2, 8, 8, 1)))["params"]["classifier"]["bias"]
     np.testing.assert_allclose(bias, np.full(10, -np.log(9.0)), rtol=1e-6)
     with pytest.raises(ValueError, match="config.model.classifier_bias_init must be one of"):
-        create_model(model_config(name="small_cnn", classifier_bias_init="ones"), 10)
+        create_model(**model_config(name="small_cnn", classifier_bias_init="ones"), num_classes=10)
 
 
 # ------------------------------------------------------------------------------ building blocks
@@ -438,7 +438,7 @@ def test_tde_head_finite_at_zero_and_heads_must_divide_width():
 def test_tde_classifier_in_model_moving_average_and_eval_formula():
     """config.model.tde reaches the head; the train step updates batch_stats, evaluation does not."""
     tde = dict(num_heads=4, tau=10.0, gamma=0.1, alpha=1.0, momentum=0.8)
-    model = create_model(model_config(name="small_cnn", classifier="tde", tde=tde), 5)
+    model = create_model(**model_config(name="small_cnn", classifier="tde", tde=tde), num_classes=5)
     x = images((4, 8, 8, 1), seed=5)
     variables = init(model, x)
     mean0 = variables["batch_stats"]["classifier"]["feature_mean"]
@@ -464,7 +464,7 @@ def test_tde_classifier_in_model_moving_average_and_eval_formula():
 
 
 def test_tde_defaults_from_config():
-    model = create_model(model_config(name="small_cnn", classifier="tde"), 5)
+    model = create_model(**model_config(name="small_cnn", classifier="tde"), num_classes=5)
     assert (model.tde_num_heads, model.tde_tau, model.tde_gamma, model.tde_alpha,
             model.tde_momentum) == (2, 16.0, 1 / 32, 1.5, 0.9)
 
@@ -479,14 +479,14 @@ def test_tde_defaults_from_config():
 ])
 def test_tde_bad_config_raises_naming_the_field(tde, field_name):
     with pytest.raises(ValueError, match=field_name.replace(".", r"\.")):
-        create_model(model_config(name="small_cnn", classifier="tde", tde=tde), 10)
+        create_model(**model_config(name="small_cnn", classifier="tde", tde=tde), num_classes=10)
 
 
 def test_classifier_activation_is_applied_before_the_classifier_only():
     import ml_collections
     from imbalance_jax.models import create_model
     cfg = ml_collections.ConfigDict({"name": "small_cnn", "head_widths": (8, 3), "classifier_activation": "relu"})
-    model = create_model(cfg, num_classes=4)
+    model = create_model(**cfg, num_classes=4)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 8, 1)), jnp.float32)
     variables = model.init(jax.random.PRNGKey(0), x, train=False)
     logits, features = model.apply(variables, x, train=False)
@@ -495,7 +495,7 @@ def test_classifier_activation_is_applied_before_the_classifier_only():
     expected = jnp.maximum(features["head_last"], 0) @ dense["kernel"] + dense["bias"]
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="config.model.classifier_activation"):
-        create_model(ml_collections.ConfigDict({"name": "small_cnn", "classifier_activation": "softplus"}), 4)
+        create_model(**ml_collections.ConfigDict({"name": "small_cnn", "classifier_activation": "softplus"}), num_classes=4)
 
 
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 3), (1, 1, 1, 2), (3, 28, 28, 4)])

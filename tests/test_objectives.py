@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from imbalance_jax import losses, objectives, train
+from imbalance_jax import experiment, losses, objectives, train
 from test_train import tiny_config
 
 
@@ -19,9 +19,9 @@ def test_aux_loss_config_lists_every_kernel_option():
 
 
 def test_objective_sums_weighted_terms():
-    cfg = ml_collections.ConfigDict({"name": "ce", "weight": 0.5, "aux": {
-        "asl": objectives.aux_loss_config("asl", weight=2.0, layers=("head_0", "head_1"))}})
-    objective = objectives.build_objective(cfg, np.array([5, 3]))
+    cfg = tiny_config(**{"loss.weight": 0.5}).loss
+    cfg.aux = {"asl": objectives.aux_loss_config("asl", weight=2.0, layers=("head_0", "head_1"))}
+    objective = experiment.objective_from_config(cfg, np.array([5, 3]))
     rng = np.random.default_rng(0)
     logits = jnp.asarray(rng.normal(size=(6, 2)), jnp.float32)
     features = {"head_0": jnp.asarray(rng.normal(size=(6, 4)), jnp.float32),
@@ -35,8 +35,8 @@ def test_objective_sums_weighted_terms():
 
 
 def test_zero_weight_disables_an_aux_loss():
-    cfg = ml_collections.ConfigDict({"name": "ce", "aux": {"asl": objectives.aux_loss_config("asl", weight=0.0)}})
-    assert objectives.build_objective(cfg, np.ones(3)).aux == ()
+    cfg = tiny_config(**{"loss.aux.asl.weight": 0.0}).loss
+    assert experiment.objective_from_config(cfg, np.ones(3)).aux == ()
 
 
 def test_drw_switches_at_its_epoch_and_cdb_starts_uniform():
@@ -55,7 +55,7 @@ def test_cdb_weights_follow_validation_accuracy_between_epochs(tmp_path):
     train.train_and_evaluate(config, str(tmp_path), stop_after_epoch=2)
     exp = train.build_experiment(config)
     _, eval_fn = train.compile_steps(exp)
-    manager = train.checkpoint_manager(str(tmp_path), config)
+    manager = train.checkpoint_manager(str(tmp_path), config.checkpoint.max_to_keep)
     weights = []
     for epoch in (1, 2):
         state, meta = train.restore_checkpoint(manager, epoch, train.initial_state(exp))

@@ -12,10 +12,11 @@ import numpy as np
 import optax
 import pytest
 
-from imbalance_jax import optim, train
+from imbalance_jax import models, optim, train
+from imbalance_jax.data import eval_batches
 from imbalance_jax.models import affinity_head
-from tests.test_configs import CONFIG_NAMES, tiny_fashion_mnist
-from tests.test_train import tiny_config
+from test_configs import CONFIG_NAMES, tiny_fashion_mnist
+from test_train import tiny_config
 
 
 def _configs():
@@ -100,9 +101,9 @@ def test_class_mean_prototypes_start_at_the_feature_scale():
     for init in ("class_means", "he_normal"):
         exp = train.build_experiment(_affinity_config(**{"model.affinity.prototype_init": init}))
         state = train.initial_state(exp)
-        batch = next(iter(train.eval_batches(exp.splits.train, exp.eval_options)))
-        logits, features, _ = train.apply_model(exp.model, state.params, state.batch_stats, batch["image"],
-                                                train=False)
+        batch = next(iter(eval_batches(exp.splits.train, exp.eval_options)))
+        logits, features, _ = models.apply_model(exp.model, state.params, state.batch_stats, batch["image"],
+                                                 train=False)
         valid, labels = batch["valid"], batch["label"]
         feature_norm = np.linalg.norm(np.asarray(features["classifier_input"])[valid], axis=1).mean()
         prototypes = np.asarray(state.params["classifier"]["prototypes"])
@@ -137,10 +138,8 @@ def test_tricdb_with_normalised_triplet_trains(tmp_path):
 # -------------------------------------------------------------------------------------- CDB-CE regime
 def test_weight_decay_skips_the_excluded_parameters():
     params = {"classifier": {"bias": jnp.ones(3), "kernel": jnp.ones((2, 3))}, "backbone": {"w": jnp.ones(2)}}
-    cfg = tiny_config(**{"optimizer.name": "sgd", "optimizer.weight_decay": 0.5, "optimizer.momentum": 0.0,
-                         "optimizer.weight_decay_exclude": ("classifier/bias",), "optimizer.schedule": "constant",
-                         "optimizer.learning_rate": 1.0}).optimizer
-    tx, _ = optim.create_optimizer(cfg, 10, 1)
+    tx, _ = optim.create_optimizer("sgd", 1.0, 10, 1, weight_decay=0.5, momentum=0.0,
+                                   weight_decay_exclude=("classifier/bias",))
     zero = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero, tx.init(params), params)
     new = optax.apply_updates(params, updates)

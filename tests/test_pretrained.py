@@ -17,7 +17,7 @@ FIELD = r"config\.model\.pretrained_path"
 
 
 def _init(num_classes: int, seed: int, **fields) -> dict:
-    model = create_model(dict(name="small_cnn", width=4, **fields), num_classes)
+    model = create_model(**dict(name="small_cnn", width=4, **fields), num_classes=num_classes)
     return jax.device_get(jax.jit(lambda: model.init(
         {"params": jax.random.key(seed)}, jnp.zeros((1, 8, 8, 1)), train=False))())
 
@@ -87,7 +87,7 @@ def test_orbax_train_checkpoint(tmp_path, source, target):
     """The layout train.save_checkpoint writes: <dir>/<step>/state = StandardSave'd TrainState."""
     from imbalance_jax import train
 
-    model = create_model(dict(name="small_cnn", width=4), 3)
+    model = create_model(**dict(name="small_cnn", width=4), num_classes=3)
     state = train.TrainState.create(apply_fn=model.apply, params=source["params"],
                                     tx=optax.adam(1e-3), batch_stats=source["batch_stats"],
                                     rng=jax.random.PRNGKey(0), class_weights=jnp.ones(3))

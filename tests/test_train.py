@@ -12,7 +12,8 @@ from sklearn.datasets import load_digits
 
 from configs import default as default_config
 from imbalance_jax import train
-from imbalance_jax.config_validation import ConfigError
+from imbalance_jax import parallel
+from imbalance_jax.experiment import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,7 +77,7 @@ def _params_after_steps(num_devices: int, steps: int = 3):
     batches = train.train_batches(exp.splits.train, exp.train_options, num_classes=exp.splits.num_classes,
                                   sampler="random", seed=0, epoch=0, num_epochs=1)
     for _, batch in zip(range(steps), batches):
-        state, metrics = train_fn(state, train.to_global(batch, exp.data_sharding))
+        state, metrics = train_fn(state, parallel.to_global(batch, exp.data_sharding))
     assert exp.mesh.size == num_devices
     return jax.device_get(state.params), float(metrics["loss"])
 
@@ -112,7 +113,7 @@ def test_early_stopping_stops_and_evaluates_best_epoch(tmp_path):
 @pytest.mark.parametrize("field, value, message", [
     ("data.name", "imagenet22k", "config.data.name='imagenet22k' is not valid; allowed: ['celeb_a'"),
     ("model.name", "resnet9000", "config.model.name='resnet9000' is not valid; allowed:"),
-    ("loss.name", "hinge", "config.loss.name='hinge'; allowed: ['ce', 'focal'"),
+    ("loss.name", "hinge", "config.loss.name='hinge' is not valid; allowed: ['ce', 'focal'"),
     ("optimizer.name", "lamb", "config.optimizer.name='lamb' is not valid; allowed: ['adam', 'adamw', 'sgd']"),
     ("optimizer.schedule", "exp", "config.optimizer.schedule='exp' is not valid"),
     ("eval_batch_size", 0, "config.eval_batch_size=0 must be a positive integer"),
@@ -122,7 +123,7 @@ def test_early_stopping_stops_and_evaluates_best_epoch(tmp_path):
     ("data.imbalance.profile", "zipf", "config.data.imbalance.profile='zipf' is not valid"),
     ("data.sampler", "oversample", "config.data.sampler='oversample' is not valid"),
     ("data.label_noise", 1.5, "config.data.label_noise=1.5 must be in [0, 1)"),
-    ("loss.class_weighting.name", "magic", "config.loss.class_weighting.name='magic'; allowed:"),
+    ("loss.class_weighting.name", "magic", "config.loss.class_weighting.name='magic' is not valid; allowed:"),
     ("loss.aux.asl.weight", -1.0, "config.loss.aux.asl.weight=-1.0 must be >= 0"),
     ("loss.aux.asl.layers", ("head_7",), "config.loss.aux.asl.layers: 'head_7' is not a feature"),
     ("loss.aux.asl.metric", "sq_l2", "config.loss.aux.asl: metric must be one of"),
@@ -156,17 +157,15 @@ def test_main_reports_config_errors_without_traceback(tmp_path):
          "--config.loss.name=hinge"], cwd=REPO, capture_output=True, text=True, timeout=300,
         env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert result.returncode != 0
-    assert "error: config.loss.name='hinge'; allowed:" in result.stderr
+    assert "error: config.loss.name='hinge' is not valid; allowed:" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_multistep_schedule_with_warmup_follows_the_cifar_lt_protocol():
     from imbalance_jax import optim
-    import ml_collections
-    opt = ml_collections.ConfigDict({"name": "sgd", "learning_rate": 0.1, "schedule": "multistep", "warmup_epochs": 5,
-                                     "boundaries": (160, 180), "decay_factors": (0.01, 0.0001), "momentum": 0.9,
-                                     "nesterov": False, "weight_decay": 2e-4})
-    _, schedule = optim.create_optimizer(opt, steps_per_epoch=10, num_epochs=200)
+    _, schedule = optim.create_optimizer("sgd", 0.1, steps_per_epoch=10, num_epochs=200, schedule="multistep",
+                                         warmup_epochs=5, boundaries=(160, 180), decay_factors=(0.01, 0.0001),
+                                         momentum=0.9, weight_decay=2e-4)
     assert float(schedule(0)) == pytest.approx(0.1 / 50)  # linear warm-up over 5 epochs
     assert float(schedule(49)) == pytest.approx(0.1 * 50 / 50, rel=0.03)
     assert float(schedule(1000)) == pytest.approx(0.1)

@@ -9,7 +9,7 @@ levels 10/20/40/50 % of the paper are cut to fit the machine (experiments/RESULT
 """
 
 from experiments.sweeps import Setting, Sweep
-from experiments.sweeps.fmnist_main import BASE, METHODS
+from experiments.sweeps._methods import BASE, METHODS
 
 NUM_EPOCHS = 15
 MINORITY = (0, 1, 2, 3, 4)

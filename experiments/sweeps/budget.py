@@ -10,10 +10,10 @@ SWEEP = Sweep(
     name="budget",
     base_config="configs/fmnist_lt_base.py",
     methods={
-        "CE, Fashion-MNIST-LT rho=100": {"num_epochs": 30},
-        "CE, step 10 percent": {"num_epochs": 20, **step(0.1)},
         "CE, four classes (2-D head)": {"config": "configs/fmnist4_asl.py", "num_epochs": 100,
                                         "loss.aux.asl.weight": 0.0},
+        "CE, step 10 percent": {"num_epochs": 20, **step(0.1)},
+        "CE, Fashion-MNIST-LT rho=100": {"num_epochs": 30},
     },
     seeds=(0,),
     common_overrides={"optimizer.schedule": "constant"},

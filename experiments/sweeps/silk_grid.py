@@ -3,7 +3,7 @@ sem + co} auxiliary losses, 2 seeds each (the paper ran 3; budget). Fashion-MNIS
 is the same and the colour term only pulls all embeddings together (see configs/fmnist_lt_clustering.py)."""
 
 from experiments.sweeps import Sweep
-from experiments.sweeps.fmnist_main import CLUSTERING, CLUSTERING_LOSSES, SAMPLERS, clustering
+from experiments.sweeps._methods import CLUSTERING, CLUSTERING_LOSSES, SAMPLERS, clustering
 
 SWEEP = Sweep(
     name="silk_grid",

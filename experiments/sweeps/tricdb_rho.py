@@ -8,7 +8,7 @@ CE's validation balanced accuracy on ρ = 100 stops improving after about 10 epo
 """
 
 from experiments.sweeps import Sweep
-from experiments.sweeps.fmnist_main import BASE, METHODS
+from experiments.sweeps._methods import BASE, METHODS
 
 NUM_EPOCHS = 20
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
-import ml_collections
 import numpy as np
 
 from imbalance_jax.data import imbalance as imb
@@ -64,36 +63,35 @@ def select_classes(raw: RawDataset, classes: Sequence[int]) -> RawDataset:
     return RawDataset(restrict(raw.train), restrict(raw.test), len(ids), [raw.class_names[c] for c in ids])
 
 
-def build_splits(data_config: ml_collections.ConfigDict, seed: int) -> DataSplits:
-    raw = select_classes(load_raw_dataset(data_config), tuple(data_config.get("classes", ()) or ()))
+def build_splits(raw: RawDataset, *, seed: int, classes: Sequence[int] = (), test_fraction: float = 0.2,
+                 val_per_class: int = 0, val_fraction: float = 0.0, profile: str = "none", ratio: float = 1.0,
+                 minority_classes: Sequence[int] = (), fraction: float = 1.0, counts: Sequence[int] = (),
+                 label_noise: float = 0.0) -> DataSplits:
+    """The train / val / test splits of ``raw`` (see the module docstring for the order), deterministic from
+    ``seed``. ``profile``, ``ratio``, ``minority_classes``, ``fraction``, ``counts``: the imbalance
+    (:func:`imbalance.target_counts`); ``label_noise``: symmetric noise rate on the training labels."""
+    raw = select_classes(raw, classes)
     num_classes = raw.num_classes
-    data_seed = int(data_config.get("seed", seed) if data_config.get("seed", None) is not None else seed)
     train, test = raw.train, raw.test
 
     if test is None:
-        kept, held = imb.balanced_holdout(train.labels, num_classes, _split_rng(data_seed, 1),
-                                          fraction=float(data_config.get("test_fraction", 0.2)))
+        kept, held = imb.balanced_holdout(train.labels, num_classes, _split_rng(seed, 1), fraction=test_fraction)
         train, test = train.take(kept), train.take(held)
 
     val = None
-    val_per_class = int(data_config.get("val_per_class", 0))
-    val_fraction = float(data_config.get("val_fraction", 0.0))
     if val_per_class or val_fraction:
-        kept, held = imb.balanced_holdout(train.labels, num_classes, _split_rng(data_seed, 2),
+        kept, held = imb.balanced_holdout(train.labels, num_classes, _split_rng(seed, 2),
                                           per_class=val_per_class, fraction=val_fraction)
         train, val = train.take(kept), train.take(held)
 
-    ib = data_config.get("imbalance", ml_collections.ConfigDict({"profile": "none"}))
     available = imb.class_counts(train.labels, num_classes)
-    counts = imb.target_counts(ib.get("profile", "none"), available, ratio=float(ib.get("ratio", 1.0)),
-                               minority_classes=tuple(ib.get("minority_classes", ()) or ()),
-                               fraction=float(ib.get("fraction", 1.0)), counts=ib.get("counts", None))
-    train = train.take(imb.subsample_per_class(train.labels, counts, _split_rng(data_seed, 3)))
+    target = imb.target_counts(profile, available, ratio=ratio, minority_classes=tuple(minority_classes),
+                               fraction=fraction, counts=tuple(counts) or None)
+    train = train.take(imb.subsample_per_class(train.labels, target, _split_rng(seed, 3)))
 
-    noise = float(data_config.get("label_noise", 0.0))
-    if noise > 0:
-        train = ArraySplit(train.images, imb.symmetric_label_noise(train.labels, num_classes, noise,
-                                                                   _split_rng(data_seed, 4)))
+    if label_noise > 0:
+        train = ArraySplit(train.images, imb.symmetric_label_noise(train.labels, num_classes, label_noise,
+                                                                   _split_rng(seed, 4)))
 
     pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
     mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-3)

@@ -6,7 +6,8 @@ jit/grad/vmap safe, never NaN, and accepts ``axis_name`` to compute the global-b
 ``shard_map``/``pmap``.
 """
 
-from imbalance_jax.losses.affinity import affinity_loss, affinity_loss_terms, affinity_similarity, diversity_regularizer
+from imbalance_jax.losses.affinity import (affinity_loss, affinity_loss_terms, affinity_margin_loss,
+                                           affinity_margin_terms, affinity_similarity, diversity_regularizer)
 from imbalance_jax.losses.aggregation_separation import (aggregation_separation_loss, aggregation_separation_terms,
                                                          multi_layer_aggregation_separation_loss)
 from imbalance_jax.losses.classification import (cdb_cross_entropy, focal_loss, ldam_loss, logit_adjusted_loss,
@@ -18,7 +19,7 @@ from imbalance_jax.losses.weighting import (cdb_weights, class_balanced_weights,
                                             inverse_frequency_weights)
 
 __all__ = [
-    "affinity_loss", "affinity_loss_terms", "affinity_similarity", "aggregation_separation_loss",
+    "affinity_loss", "affinity_loss_terms", "affinity_margin_loss", "affinity_margin_terms", "affinity_similarity", "aggregation_separation_loss",
     "aggregation_separation_terms", "cdb_cross_entropy", "cdb_weights", "class_balanced_weights",
     "colour_similarity_loss", "diversity_regularizer", "drw_weights", "focal_loss", "inverse_frequency_weights",
     "ldam_loss", "logit_adjusted_loss", "multi_layer_aggregation_separation_loss", "pairwise_distances",

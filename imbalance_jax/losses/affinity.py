@@ -100,6 +100,61 @@ def diversity_regularizer(prototypes: Array) -> Array:
     return safe_mean(jnp.square(dist - mu), pairs)
 
 
+def affinity_margin_terms(
+    similarities: Array,
+    labels: Array,
+    prototypes: Array,
+    valid: Optional[Array] = None,
+    *,
+    margin: float = 0.75,
+    diversity_weight: float = 1.0,
+    axis_name: Optional[str] = None,
+) -> dict[str, Array]:
+    """Named terms ``{"max_margin", "diversity", "total"}`` from given similarities (Eq. 6 + regulariser).
+
+    For a model whose affinity head already computed ``similarities`` [B, C] (its logits, see
+    :func:`affinity_similarity`) from ``prototypes`` [C, m, D]: the loss is then taken on exactly what
+    the head predicts with, without recomputing the distances. Same contract as
+    :func:`affinity_loss_terms` otherwise.
+    """
+    chex.assert_rank(similarities, 2)
+    chex.assert_type(similarities, float)
+    check_embeddings_labels_valid(similarities, labels, valid)
+    _check_prototypes(prototypes)
+    if prototypes.shape[0] != similarities.shape[-1]:
+        raise ValueError(f"prototypes must have shape [C={similarities.shape[-1]}, m, D] to match the "
+                         f"similarities, got {prototypes.shape}.")
+    valid = resolve_valid(valid, similarities.shape[0])
+    sim = jnp.where(valid[:, None], similarities, jnp.zeros_like(similarities))
+    labels = jnp.where(valid, labels, jnp.zeros_like(labels))
+    true_sim = jnp.take_along_axis(sim, labels[:, None], axis=-1)
+    hinge = jax.nn.relu(margin + sim - true_sim)
+    other_class = ~jax.nn.one_hot(labels, sim.shape[-1], dtype=jnp.bool_)
+    per_example = jnp.sum(jnp.where(other_class, hinge, jnp.zeros_like(hinge)), axis=-1)
+    max_margin = per_example_mean(per_example, valid, axis_name)
+    diversity = diversity_regularizer(prototypes).astype(max_margin.dtype)
+    return {
+        "max_margin": max_margin,
+        "diversity": diversity,
+        "total": max_margin + diversity_weight * diversity,
+    }
+
+
+def affinity_margin_loss(
+    similarities: Array,
+    labels: Array,
+    prototypes: Array,
+    valid: Optional[Array] = None,
+    *,
+    margin: float = 0.75,
+    diversity_weight: float = 1.0,
+    axis_name: Optional[str] = None,
+) -> Array:
+    """Affinity loss ``L_mm + γ·R`` (scalar) from the head's similarities; see :func:`affinity_margin_terms`."""
+    return affinity_margin_terms(similarities, labels, prototypes, valid, margin=margin,
+                                 diversity_weight=diversity_weight, axis_name=axis_name)["total"]
+
+
 def affinity_loss_terms(
     features: Array,
     labels: Array,
@@ -122,22 +177,11 @@ def affinity_loss_terms(
     _check_prototypes(prototypes, features.shape[-1])
     valid = resolve_valid(valid, features.shape[0])
     features = jnp.where(valid[:, None], features, jnp.zeros_like(features))
-    labels = jnp.where(valid, labels, jnp.zeros_like(labels))
-
     sim = affinity_similarity(
         features, prototypes, sigma=sigma, distance=distance, similarity=similarity
     )
-    true_sim = jnp.take_along_axis(sim, labels[:, None], axis=-1)
-    hinge = jax.nn.relu(margin + sim - true_sim)
-    other_class = ~jax.nn.one_hot(labels, sim.shape[-1], dtype=jnp.bool_)
-    per_example = jnp.sum(jnp.where(other_class, hinge, jnp.zeros_like(hinge)), axis=-1)
-    max_margin = per_example_mean(per_example, valid, axis_name)
-    diversity = diversity_regularizer(prototypes).astype(max_margin.dtype)
-    return {
-        "max_margin": max_margin,
-        "diversity": diversity,
-        "total": max_margin + diversity_weight * diversity,
-    }
+    return affinity_margin_terms(sim, labels, prototypes, valid, margin=margin,
+                                 diversity_weight=diversity_weight, axis_name=axis_name)
 
 
 def affinity_loss(

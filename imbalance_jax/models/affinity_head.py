@@ -63,6 +63,8 @@ class AffinityHead(nn.Module):
 #                  group of IMAGES_PER_CENTRE training images of class c (the features' own scale);
 #   "he_normal":   the reference Keras layer's initialiser, independent of the features.
 PROTOTYPE_INITS: tuple[str, ...] = ("class_means", "he_normal")
+# Where ImageClassifier keeps the prototypes (its affinity head is the module "classifier").
+PROTOTYPES_PATH: tuple[str, ...] = ("classifier", "prototypes")
 IMAGES_PER_CENTRE = 8
 
 

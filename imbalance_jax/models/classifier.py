@@ -133,3 +133,18 @@ class ImageClassifier(nn.Module):
             )(x, train=train)
         raise ValueError(
             f"config.model.classifier must be one of {list(CLASSIFIERS)}, got {self.classifier!r}.")
+
+
+def apply_model(model: nn.Module, params, batch_stats, images: jax.Array, *, train: bool,
+                rng: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array], object]:
+    """``(logits, features, batch_stats)`` of one forward pass; in training mode the BatchNorm statistics are
+    updated (returned) and dropout draws from ``rng``."""
+    variables = {"params": params}
+    if batch_stats:
+        variables["batch_stats"] = batch_stats
+    if train:
+        (logits, features), new_vars = model.apply(variables, images, train=True, rngs={"dropout": rng},
+                                                   mutable=["batch_stats"])
+        return logits, features, new_vars.get("batch_stats", batch_stats)
+    logits, features = model.apply(variables, images, train=False)
+    return logits, features, batch_stats

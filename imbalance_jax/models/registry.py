@@ -1,11 +1,11 @@
-"""Backbone registry and ``create_model(model_config, num_classes)``.
+"""Backbone registry and ``create_model(name, num_classes, **options)``.
 
 Each registry entry is a factory taking keyword arguments only: ``dtype`` always, and whichever of
-the backbone options below the backbone understands. ``create_model`` reads those options from
-``config.model`` (absent or None means the backbone's default) and refuses a non-default option
-that the chosen backbone does not use.
+the backbone options below the backbone understands. ``create_model`` takes those options as keyword
+arguments (absent or None means the backbone's default) and refuses a non-default option that the
+chosen backbone does not use. Error messages name the ``config.model`` field of each option.
 
-Backbone options (config.model fields):
+Backbone options (keyword arguments, and config.model fields of the same name):
   width        int: base filters / width (small_cnn 32, cnn4 32, CIFAR ResNets 16,
                ImageNet ResNets 64, vgg16 64). Not used by ViT or EfficientNet.
   small_input  bool: ImageNet ResNets only; 3x3 stride-1 stem without max-pool (<= 64 px inputs).
@@ -14,14 +14,15 @@ Backbone options (config.model fields):
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from imbalance_jax.models.cifar_resnet import CifarResNet
+from imbalance_jax.losses.affinity import AFFINITY_DISTANCES, AFFINITY_SIMILARITIES
 from imbalance_jax.models.affinity_head import PROTOTYPE_INITS
+from imbalance_jax.models.cifar_resnet import CifarResNet
 from imbalance_jax.models.classifier import BIAS_INITS, CLASSIFIERS, ImageClassifier
 from imbalance_jax.models.common import ACTIVATIONS, Dtype, parse_dtype
 from imbalance_jax.models.efficientnet import EFFICIENTNET_COEFFICIENTS, EfficientNet
@@ -133,14 +134,18 @@ TDE_DEFAULTS: dict[str, Any] = {"num_heads": 2, "tau": 16.0, "gamma": 1.0 / 32.0
                                 "momentum": 0.9}
 
 
-def _tde_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated ``config.model.tde`` (defaults for absent fields; unknown fields are refused)."""
-    tde = cfg.get("tde", None) or {}
-    unknown = sorted(set(tde.keys()) - set(TDE_DEFAULTS))
+def _nested_options(given: Optional[Mapping[str, Any]], defaults: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """``defaults`` updated with ``given``; unknown fields are refused, naming ``config.model.<name>``."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(f"{_field('tde')} has unknown field(s) {unknown}; "
-                         f"allowed: {sorted(TDE_DEFAULTS)}.")
-    value = {k: tde.get(k, default) for k, default in TDE_DEFAULTS.items()}
+        raise ValueError(f"{_field(name)} has unknown field(s) {unknown}; allowed: {sorted(defaults)}.")
+    return {**defaults, **given}
+
+
+def _tde_options(tde: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """Validated TDE options (defaults for absent fields; unknown fields are refused)."""
+    value = _nested_options(tde, TDE_DEFAULTS, "tde")
     return {
         "tde_num_heads": _check_positive_int(value["num_heads"], "tde.num_heads"),
         "tde_tau": _check_positive_float(value["tau"], "tde.tau"),
@@ -150,18 +155,41 @@ def _tde_options(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# Affinity head options (Hayat et al. 2019; reference implementation's σ = 10, m = 1) and their defaults.
+AFFINITY_DEFAULTS: dict[str, Any] = {"num_centres": 1, "sigma": 10.0, "distance": "sq_l2",
+                                     "similarity": "gaussian", "batch_norm": False,
+                                     "prototype_init": "class_means"}
+
+
+def _affinity_options(affinity: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    value = _nested_options(affinity, AFFINITY_DEFAULTS, "affinity")
+    if not isinstance(value["batch_norm"], bool):
+        raise ValueError(f"{_field('affinity.batch_norm')} must be True or False, got {value['batch_norm']!r}.")
+    _check_choice(value["prototype_init"], "affinity.prototype_init", PROTOTYPE_INITS)
+    return {
+        "affinity_num_centres": _check_positive_int(value["num_centres"], "affinity.num_centres"),
+        "affinity_sigma": _check_positive_float(value["sigma"], "affinity.sigma"),
+        "affinity_distance": _check_choice(value["distance"], "affinity.distance", AFFINITY_DISTANCES),
+        "affinity_similarity": _check_choice(value["similarity"], "affinity.similarity", AFFINITY_SIMILARITIES),
+        "affinity_batch_norm": value["batch_norm"],
+    }
+
+
 def _check_choice(value: Any, name: str, allowed: Any) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"{_field(name)} must be one of {sorted(allowed)}, got {value!r}.")
     return value
 
 
-def _backbone_options(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Reads the options the backbone ``name`` takes; rejects set options it does not take."""
+def _backbone_options(given: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The backbone options of ``given`` that are set; rejects unknown ones and those ``name`` does not take."""
+    unknown = sorted(set(given) - set(BACKBONE_OPTIONS))
+    if unknown:
+        raise ValueError(f"create_model got unknown option(s) {unknown}; backbone options: {sorted(BACKBONE_OPTIONS)}.")
     accepted = inspect.signature(BACKBONES[name]).parameters
     options = {}
     for option, unset in BACKBONE_OPTIONS.items():
-        value = cfg.get(option, unset)
+        value = given.get(option, unset)
         if value is None or value == unset:
             continue
         if option not in accepted:
@@ -178,52 +206,37 @@ def _backbone_options(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     return options
 
 
-def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClassifier:
-    """Builds the classifier described by ``config.model`` (a ConfigDict or a plain mapping).
+def create_model(name: str, num_classes: int, *, head_widths: Sequence[int] = (), head_activation: str = "relu",
+                 dropout: float = 0.0, classifier: str = "linear", classifier_activation: str = "none",
+                 classifier_bias_init: str = "zeros", dtype: str = "float32", cosine_scale: float = 16.0,
+                 affinity: Optional[Mapping[str, Any]] = None, tde: Optional[Mapping[str, Any]] = None,
+                 **backbone_options: Any) -> ImageClassifier:
+    """Builds an :class:`ImageClassifier`: backbone ``name`` (``BACKBONES``) + optional projection head of
+    ``head_widths`` + the ``classifier`` (``CLASSIFIERS``). Every argument is checked; a bad value raises
+    ValueError naming its ``config.model`` field and the allowed values.
 
-    Fields (defaults when absent): name (required), head_widths=(), head_activation="relu",
-    dropout=0.0, classifier="linear", classifier_bias_init="zeros" (linear classifier; "prior"),
-    dtype="float32", cosine_scale=16.0,
-    affinity={num_centres: 1, sigma: 10.0, distance: "sq_l2", similarity: "gaussian",
-    batch_norm: False, prototype_init: "class_means"} (prototype_init is applied by the trainer, see
-    ``affinity_head.PROTOTYPE_INITS``),
-    tde={num_heads: 2, tau: 16.0, gamma: 1/32, alpha: 1.5, momentum: 0.9} (classifier "tde":
-    K heads, scale tau, causal-norm gamma, TDE strength alpha >= 0 used at evaluation only, feature
-    moving-average momentum in [0, 1); see heads.TDEClassifier), plus the backbone options of this
-    module's docstring.
+    ``affinity``: fields of ``AFFINITY_DEFAULTS`` (classifier "affinity"; ``prototype_init`` is applied by the
+    trainer, see ``affinity_head.PROTOTYPE_INITS``); ``tde``: fields of ``TDE_DEFAULTS`` (classifier "tde": K
+    heads, scale tau, causal-norm gamma, TDE strength alpha >= 0 used at evaluation only, feature
+    moving-average momentum in [0, 1); see heads.TDEClassifier); ``backbone_options``: those of this
+    module's docstring. ``classifier_bias_init``: "zeros" or "prior" (linear classifier).
     """
-    cfg = model_config
-    name = cfg.get("name", None)
     _check_choice(name, "name", BACKBONES)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
-
-    head_widths = cfg.get("head_widths", ()) or ()
+    head_widths = head_widths or ()
     if not isinstance(head_widths, (tuple, list)) or not all(
             isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in head_widths):
         raise ValueError(f"{_field('head_widths')} must be a tuple of positive ints "
                          f"(() for no head), got {head_widths!r}.")
-    head_activation = _check_choice(cfg.get("head_activation", "relu"), "head_activation",
-                                    ACTIVATIONS)
-    classifier_activation = _check_choice(cfg.get("classifier_activation", "none"), "classifier_activation",
-                                          ACTIVATIONS)
-    dropout = cfg.get("dropout", 0.0)
+    _check_choice(head_activation, "head_activation", ACTIVATIONS)
+    _check_choice(classifier_activation, "classifier_activation", ACTIVATIONS)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"{_field('dropout')} must be a float in [0, 1), got {dropout!r}.")
-    classifier = _check_choice(cfg.get("classifier", "linear"), "classifier", CLASSIFIERS)
-    bias_init = _check_choice(cfg.get("classifier_bias_init", "zeros"), "classifier_bias_init", BIAS_INITS)
-    dtype = parse_dtype(cfg.get("dtype", "float32"), _field("dtype"))
-    cosine_scale = _check_positive_float(cfg.get("cosine_scale", 16.0), "cosine_scale")
-    affinity = cfg.get("affinity", None) or {}
-    num_centres = _check_positive_int(affinity.get("num_centres", 1), "affinity.num_centres")
-    sigma = _check_positive_float(affinity.get("sigma", 10.0), "affinity.sigma")
-    affinity_batch_norm = affinity.get("batch_norm", False)
-    if not isinstance(affinity_batch_norm, bool):
-        raise ValueError(f"{_field('affinity.batch_norm')} must be True or False, got {affinity_batch_norm!r}.")
-    _check_choice(affinity.get("prototype_init", "class_means"), "affinity.prototype_init", PROTOTYPE_INITS)
-    tde = _tde_options(cfg)
-
-    backbone = BACKBONES[name](dtype=dtype, **_backbone_options(cfg, name))
+    _check_choice(classifier, "classifier", CLASSIFIERS)
+    _check_choice(classifier_bias_init, "classifier_bias_init", BIAS_INITS)
+    compute_dtype = parse_dtype(dtype, _field("dtype"))
+    backbone = BACKBONES[name](dtype=compute_dtype, **_backbone_options(backbone_options, name))
     return ImageClassifier(
         backbone=backbone,
         num_classes=num_classes,
@@ -232,12 +245,8 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> ImageClas
         dropout=float(dropout),
         classifier=classifier,
         classifier_activation=classifier_activation,
-        cosine_scale=cosine_scale,
-        affinity_num_centres=num_centres,
-        affinity_sigma=sigma,
-        affinity_distance=str(affinity.get("distance", "sq_l2")),
-        affinity_similarity=str(affinity.get("similarity", "gaussian")),
-        affinity_batch_norm=affinity_batch_norm,
-        classifier_bias_init=bias_init,
-        **tde,
+        classifier_bias_init=classifier_bias_init,
+        cosine_scale=_check_positive_float(cosine_scale, "cosine_scale"),
+        **_affinity_options(affinity),
+        **_tde_options(tde),
     )

@@ -1,0 +1,341 @@
+"""The one place that reads and checks a run's config.
+
+``build_experiment(config)`` turns a config (``configs/default.py`` lists every field and is the one source of
+their defaults) into an :class:`Experiment`: the device mesh, the data splits, the model, the objective, the class
+weighting, the optimizer, the input-pipeline options and the :class:`TrainingOptions` of the loop. ``check(config)``
+runs every check that needs no data (field values, and a shape-only trace of the model and the losses for the
+datasets whose image shape is known), for sweeps that validate many configs in seconds.
+
+Every problem is a :class:`ConfigError` whose one-line message names the config field and the allowed values.
+Everything downstream (``models``, ``data``, ``optim``, ``objectives``, ``train``) takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from imbalance_jax import models, objectives, optim, parallel
+from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions, build_splits, colour_histogram,
+                                load_raw_dataset)
+from imbalance_jax.data.imbalance import PROFILES
+from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
+
+REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
+                   "checkpoint")
+
+# The validation metric that picks the best checkpoint (and drives early stopping) -> larger is better.
+BEST_METRICS: dict[str, bool] = {"val_loss": False, "val_accuracy": True, "val_balanced_accuracy": True}
+
+# Native image shape and class count of the datasets whose configs ``check`` traces without loading data.
+NATIVE_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((8, 8, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
+
+# config.model fields that are not create_model arguments.
+_MODEL_FIELDS_READ_ELSEWHERE = ("pretrained_path", "pretrained_prefix", "pretrained_strict")
+
+
+class ConfigError(ValueError):
+    """The config cannot run; the message names the offending field and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingOptions:
+    """What the epoch loop needs from the config."""
+
+    seed: int
+    num_epochs: int
+    sampler: str
+    max_to_keep: int
+    best_metric: str  # a key of BEST_METRICS
+    evaluate_best: bool  # final evaluation on the best checkpoint (always with early stopping)
+    early_stopping_patience: Optional[int]  # None: no early stopping
+    disable_progress_bar: bool
+    embedding_layer: str
+    many_shot_threshold: int
+    few_shot_threshold: int
+    pretrained_path: str
+    pretrained_prefix: str
+    pretrained_strict: bool
+    prototype_init: Optional[str]  # affinity classifier only
+    num_centres: int
+
+
+@dataclasses.dataclass
+class Experiment:
+    """Everything built once at start-up from the config."""
+
+    config: ml_collections.ConfigDict
+    options: TrainingOptions
+    splits: DataSplits
+    mesh: Mesh
+    model: models.ImageClassifier
+    objective: objectives.Objective
+    weighting: objectives.ClassWeighting
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps_per_epoch: int
+    train_options: PipelineOptions
+    eval_options: PipelineOptions
+    extras: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return parallel.replicated(self.mesh)
+
+    @property
+    def data_sharding(self) -> NamedSharding:
+        return parallel.batch_sharded(self.mesh)
+
+
+# ------------------------------------------------------------------------------------------ field checks
+def _one_of(field: str, value: Any, allowed) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{field}={value!r} is not valid; allowed: {sorted(allowed)}")
+
+
+def _positive_int(field: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{field}={value!r} must be a positive integer")
+
+
+def _check_batch_divisible(field: str, batch_size: int, num_devices: int, process_count: int) -> None:
+    _positive_int(field, batch_size)
+    if batch_size % num_devices:
+        raise ConfigError(f"{field}={batch_size} is not divisible by the number of devices ({num_devices}); "
+                          f"use a multiple of {num_devices}")
+    if batch_size % process_count:
+        raise ConfigError(f"{field}={batch_size} is not divisible by the number of processes ({process_count})")
+
+
+def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
+    """Every check of single field values that needs neither data nor a model."""
+    missing = [f for f in REQUIRED_FIELDS if f not in config]
+    if missing:
+        raise ConfigError(f"config is missing required top-level field(s) {missing}")
+    _positive_int("config.num_epochs", config.num_epochs)
+    _check_batch_divisible("config.batch_size", config.batch_size, num_devices, process_count)
+    _check_batch_divisible("config.eval_batch_size", config.eval_batch_size, num_devices, process_count)
+
+    data = config.data
+    _one_of("config.data.name", data.name, DATASETS)
+    _one_of("config.data.sampler", data.sampler, SAMPLERS)
+    imb = data.imbalance
+    _one_of("config.data.imbalance.profile", imb.profile, PROFILES)
+    if imb.profile == "exponential" and not float(imb.ratio) >= 1.0:
+        raise ConfigError(f"config.data.imbalance.ratio={imb.ratio} must be >= 1 (n_max / n_min)")
+    if imb.profile == "step" and not 0.0 < float(imb.fraction) <= 1.0:
+        raise ConfigError(f"config.data.imbalance.fraction={imb.fraction} must be in (0, 1]")
+    if not 0.0 <= float(data.label_noise) < 1.0:
+        raise ConfigError(f"config.data.label_noise={data.label_noise} must be in [0, 1)")
+    for field in ("test_fraction", "val_fraction"):
+        if not 0.0 <= float(data[field]) < 1.0:
+            raise ConfigError(f"config.data.{field}={data[field]} must be in [0, 1)")
+
+    _one_of("config.model.name", config.model.name, models.BACKBONES)
+    _one_of("config.optimizer.name", config.optimizer.name, optim.OPTIMIZERS)
+    _one_of("config.optimizer.schedule", config.optimizer.schedule, optim.SCHEDULES)
+    if not float(config.optimizer.learning_rate) > 0:
+        raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0")
+    _one_of("config.checkpoint.best_metric", config.checkpoint.best_metric, BEST_METRICS)
+
+    loss = config.loss
+    _one_of("config.loss.name", loss.name, objectives.CLASSIFICATION_LOSSES)
+    _one_of("config.loss.class_weighting.name", loss.class_weighting.name, objectives.CLASS_WEIGHTINGS)
+    for name in loss.aux.keys():
+        if name not in objectives.AUX_LOSSES:
+            raise ConfigError(f"config.loss.aux.{name}: unknown auxiliary loss; allowed: {sorted(objectives.AUX_LOSSES)}")
+        if float(loss.aux[name].weight) < 0:
+            raise ConfigError(f"config.loss.aux.{name}.weight={loss.aux[name].weight} must be >= 0 "
+                              "(0 disables the loss)")
+    affinity = loss.aux.get("affinity", None)  # an optional entry of the aux dict, not a defaulted field
+    if affinity is not None and float(affinity.weight) > 0 and config.model.classifier != "affinity":
+        raise ConfigError("config.loss.aux.affinity needs config.model.classifier='affinity' (its prototypes); "
+                          f"got {config.model.classifier!r}")
+
+
+# ------------------------------------------------------------------------------------------- builders
+def model_from_config(model_config: ml_collections.ConfigDict, num_classes: int) -> models.ImageClassifier:
+    """``models.create_model`` with every field of ``config.model`` except the pretrained-weight fields."""
+    options = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
+               for k, v in model_config.items() if k not in _MODEL_FIELDS_READ_ELSEWHERE}
+    try:
+        return models.create_model(num_classes=num_classes, **options)
+    except ValueError as e:  # create_model's contract: ValueError = a bad option, named in the message
+        raise ConfigError(str(e)) from None
+
+
+def objective_from_config(loss_config: ml_collections.ConfigDict, class_counts: np.ndarray) -> objectives.Objective:
+    """The objective of ``config.loss``: its classification loss and the auxiliary losses with weight > 0."""
+    classification = objectives.classification_loss(
+        loss_config.name, class_counts, focal_gamma=float(loss_config.focal_gamma),
+        ldam_max_margin=float(loss_config.ldam_max_margin), ldam_scale=float(loss_config.ldam_scale),
+        logit_adjustment_tau=float(loss_config.logit_adjustment_tau))
+    terms = []
+    for name in sorted(loss_config.aux.keys()):
+        entry = loss_config.aux[name].to_dict()
+        weight = float(entry.pop("weight"))
+        layers = entry.pop("layers")
+        layers = (layers,) if isinstance(layers, str) else tuple(layers)
+        try:
+            term = objectives.aux_term(name, weight, layers, entry)
+        except ValueError as e:  # aux_term's contract: ValueError = unknown option, named in the message
+            raise ConfigError(f"config.loss.aux.{name}: {e}") from None
+        if weight > 0:
+            terms.append(term)
+    return objectives.Objective(classification, float(loss_config.weight), tuple(terms))
+
+
+def class_weighting_from_config(loss_config: ml_collections.ConfigDict,
+                                class_counts: np.ndarray) -> objectives.ClassWeighting:
+    cw = loss_config.class_weighting
+    return objectives.ClassWeighting(cw.name, np.asarray(class_counts), beta=float(cw.beta),
+                                     tau=cw.tau if cw.tau == "dynamic" else float(cw.tau),
+                                     start_epoch=int(cw.start_epoch))
+
+
+def optimizer_from_config(opt_config: ml_collections.ConfigDict, steps_per_epoch: int,
+                          num_epochs: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    try:
+        return optim.create_optimizer(
+            opt_config.name, float(opt_config.learning_rate), steps_per_epoch, num_epochs,
+            schedule=opt_config.schedule, warmup_epochs=float(opt_config.warmup_epochs),
+            boundaries=tuple(opt_config.boundaries), decay_factors=tuple(opt_config.decay_factors),
+            final_lr_fraction=float(opt_config.final_lr_fraction), weight_decay=float(opt_config.weight_decay),
+            weight_decay_exclude=tuple(opt_config.weight_decay_exclude), momentum=float(opt_config.momentum),
+            nesterov=bool(opt_config.nesterov), grad_clip_norm=float(opt_config.grad_clip_norm))
+    except ValueError as e:  # create_optimizer's contract: ValueError = inconsistent options, named
+        raise ConfigError(str(e)) from None
+
+
+def splits_from_config(data_config: ml_collections.ConfigDict, seed: int) -> DataSplits:
+    """Loads ``config.data.name`` and builds the balanced hold-outs, the imbalance and the label noise."""
+    imb = data_config.imbalance
+    return build_splits(load_raw_dataset(data_config), seed=seed, classes=tuple(data_config.classes),
+                        test_fraction=float(data_config.test_fraction), val_per_class=int(data_config.val_per_class),
+                        val_fraction=float(data_config.val_fraction), profile=imb.profile, ratio=float(imb.ratio),
+                        minority_classes=tuple(imb.minority_classes), fraction=float(imb.fraction),
+                        counts=tuple(imb.counts), label_noise=float(data_config.label_noise))
+
+
+def training_options(config: ml_collections.ConfigDict) -> TrainingOptions:
+    affinity = config.model.classifier == "affinity"
+    return TrainingOptions(
+        seed=int(config.seed), num_epochs=int(config.num_epochs), sampler=config.data.sampler,
+        max_to_keep=int(config.checkpoint.max_to_keep), best_metric=config.checkpoint.best_metric,
+        evaluate_best=bool(config.checkpoint.evaluate_best or config.early_stopping.enabled),
+        early_stopping_patience=int(config.early_stopping.patience) if config.early_stopping.enabled else None,
+        disable_progress_bar=bool(config.disable_progress_bar), embedding_layer=config.evaluation.embedding_layer,
+        many_shot_threshold=int(config.evaluation.many_shot_threshold),
+        few_shot_threshold=int(config.evaluation.few_shot_threshold),
+        pretrained_path=config.model.pretrained_path, pretrained_prefix=config.model.pretrained_prefix,
+        pretrained_strict=bool(config.model.pretrained_strict),
+        prototype_init=config.model.affinity.prototype_init if affinity else None,
+        num_centres=int(config.model.affinity.num_centres))
+
+
+def _pipeline_options(config: ml_collections.ConfigDict, splits: DataSplits, batch_size: int,
+                      train: bool) -> PipelineOptions:
+    aug = config.data.augment
+    return PipelineOptions(global_batch_size=batch_size, mean=splits.mean, std=splits.std,
+                           process_index=jax.process_index(), process_count=jax.process_count(),
+                           crop_padding=int(aug.crop_padding) if train else 0, flip=bool(aug.flip) if train else False)
+
+
+def _split_extras(splits: DataSplits, fields: set[str]) -> dict[str, dict[str, np.ndarray]]:
+    """Per-example arrays the objective needs besides image/label, computed from the un-augmented images."""
+    extras: dict[str, dict[str, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
+    if "colour_hist" in fields:
+        for name in extras:
+            split = getattr(splits, name)
+            if split is not None:
+                extras[name]["colour_hist"] = np.stack([colour_histogram(img) for img in split.images])
+    return extras
+
+
+def trace_model_and_objective(config: ml_collections.ConfigDict, model: models.ImageClassifier,
+                              objective: objectives.Objective, image_shape: tuple[int, ...], num_classes: int,
+                              extra_shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Every layer the objective or the embedding plot reads must be a feature of the model, and every loss
+    must accept its options: checked on abstract shapes (``jax.eval_shape``, nothing computed)."""
+    rng = jax.random.PRNGKey(0)
+    variables = jax.eval_shape(lambda: model.init({"params": rng, "dropout": rng},
+                                                  jnp.zeros((1, *image_shape)), train=False))
+    batch = {"image": jax.ShapeDtypeStruct((2, *image_shape), jnp.float32),
+             "label": jax.ShapeDtypeStruct((2,), jnp.int32), "valid": jax.ShapeDtypeStruct((2,), jnp.bool_),
+             **{k: jax.ShapeDtypeStruct((2, *shape), jnp.float32) for k, shape in extra_shapes.items()}}
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    logits, features, _ = jax.eval_shape(
+        lambda p, s, x: models.apply_model(model, p, s, x, train=False), params, batch_stats, batch["image"])
+    for term in objective.aux:
+        for layer in term.layers:
+            if layer not in features:
+                raise ConfigError(f"config.loss.aux.{term.name}.layers: {layer!r} is not a feature of model "
+                                  f"{config.model.name!r}; allowed: {sorted(features)}")
+    layer = config.evaluation.embedding_layer
+    if layer not in features:
+        raise ConfigError(f"config.evaluation.embedding_layer={layer!r}; allowed: {sorted(features)}")
+    weights = jax.ShapeDtypeStruct((num_classes,), jnp.float32)
+    checks = [("config.loss", lambda z, f, b, w, p: objective.classification(z, b["label"], b["valid"], w))]
+    checks += [(f"config.loss.aux.{t.name}", lambda z, f, b, w, p, t=t: t(z, f, b, p)) for t in objective.aux]
+    for field, check in checks:
+        try:
+            jax.eval_shape(check, logits, features, batch, weights, params)
+        except (ValueError, TypeError) as e:  # the kernels' argument checks (chex, check_metric)
+            raise ConfigError(f"{field}: {e}") from None
+
+
+def check(config: ml_collections.ConfigDict, num_devices: int = 1, process_count: int = 1) -> None:
+    """The start-up checks that need no data: :func:`check_fields`, the model options, the loss options and,
+    for the datasets in ``NATIVE_SHAPES``, a shape-only trace of the model and every loss. Raises ConfigError."""
+    check_fields(config, num_devices, process_count)
+    classes = len(config.data.classes) or None
+    if config.data.name not in NATIVE_SHAPES:
+        model_from_config(config.model, classes or 2)
+        objective_from_config(config.loss, np.ones(classes or 2))
+        return
+    shape, num_classes = NATIVE_SHAPES[config.data.name]
+    num_classes = classes or num_classes
+    if int(config.data.image_size):
+        shape = (int(config.data.image_size), int(config.data.image_size), shape[2])
+    model = model_from_config(config.model, num_classes)
+    objective = objective_from_config(config.loss, np.ones(num_classes))
+    extras = {"colour_hist": colour_histogram(np.zeros((2, 2, 3), np.uint8)).shape} \
+        if "colour_hist" in objective.batch_fields else {}
+    trace_model_and_objective(config, model, objective, shape, num_classes, extras)
+
+
+def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """Builds and checks everything a run needs; raises ConfigError (or the data's DatasetError)."""
+    try:
+        mesh = parallel.create_mesh(int(config.num_devices))
+    except ValueError as e:  # create_mesh's contract: ValueError = config.num_devices cannot be met
+        raise ConfigError(str(e)) from None
+    check_fields(config, mesh.size, jax.process_count())
+    splits = splits_from_config(config.data, int(config.seed))
+    if len(splits.train) < config.batch_size:
+        raise ConfigError(f"config.batch_size={config.batch_size} is larger than the training set "
+                          f"({len(splits.train)} images after the imbalance); use at most {len(splits.train)}")
+    counts = np.bincount(splits.train.labels, minlength=splits.num_classes)
+    objective = objective_from_config(config.loss, counts)
+    weighting = class_weighting_from_config(config.loss, counts)
+    if weighting.name == "cdb" and splits.val is None:
+        raise ConfigError("config.loss.class_weighting.name='cdb' needs a balanced validation set: set "
+                          "config.data.val_per_class (e.g. 25) or config.data.val_fraction")
+    steps = count_steps(len(splits.train), config.batch_size)
+    tx, schedule = optimizer_from_config(config.optimizer, steps, int(config.num_epochs))
+    model = model_from_config(config.model, splits.num_classes)
+    extras = _split_extras(splits, objective.batch_fields)
+    trace_model_and_objective(config, model, objective, splits.image_shape, splits.num_classes,
+                              {k: v.shape[1:] for k, v in extras["train"].items()})
+    return Experiment(config, training_options(config), splits, mesh, model, objective, weighting, tx, schedule,
+                      steps, _pipeline_options(config, splits, config.batch_size, True),
+                      _pipeline_options(config, splits, config.eval_batch_size, False), extras)
