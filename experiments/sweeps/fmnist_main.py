@@ -1,11 +1,11 @@
 """Main comparison on Fashion-MNIST-LT (ρ = 100, the 4-layer CNN for the base config's 5 epochs, balanced 10k
-test set): the four papers' methods next to the baselines they compare against (DESIGN.md §3.5), 3 seeds.
+test set): the four papers' methods next to the baselines they compare against (docs/design.md §5.5), 3 seeds.
 
 Two rows are not in the papers' tables but are needed to read them: "CE (2-D head)" is CE on the very network the
 ASLoss rows train (the head narrowing to 2-D), so it is ASLoss's architecture-matched baseline; "TriCDB-CE
-(cosine)" computes the triplet term on unit-normalised embeddings (1 − cos = half the squared L2 distance of unit
-vectors; pytorch-metric-learning also normalises by default, ``normalize_embeddings=True``, then takes the plain L2
-distance) instead of DESIGN.md's squared L2 on the raw 128-d features.
+(cosine)" computes the triplet term with the cosine distance 1 − cos, half the squared L2 distance of unit vectors
+that "TriCDB-CE" uses (the TriCDB-CE paper's Eq. 5 on the L2-normalised 128-d backbone features,
+configs/fmnist_lt_tricdb.py), so the same α = 0.2 acts as a margin twice as large relative to the distances.
 
 ``METHODS`` is the one definition of each method on Fashion-MNIST-LT; the ablation sweeps take theirs from it.
 """

@@ -1,6 +1,7 @@
 """TriCDB-CE paper Table 1 on Fashion-MNIST-LT: triplet-loss weight λ ∈ {0.25, 0.5, 0.75, 1.0}, plus λ = 0 (the
-triplet term off: CDB-CE alone) as the reference, each with the triplet distance of DESIGN.md (squared L2 on the
-raw backbone features) and on unit-normalised features (cosine; see "TriCDB-CE (cosine)" in fmnist_main.py)."""
+triplet term off: CDB-CE alone) as the reference, each with the squared L2 distance of the paper's Eq. 5 (on the
+L2-normalised backbone features, configs/fmnist_lt_tricdb.py; docs/design.md §5.3) and with the cosine distance
+(see "TriCDB-CE (cosine)" in fmnist_main.py)."""
 
 from experiments.sweeps import Sweep, tied
 from experiments.sweeps.fmnist_main import TRICDB
