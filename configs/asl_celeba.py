@@ -1,7 +1,7 @@
 """ASLoss paper (Table 1 / Fig. 5, facial-expression task): CelebA 4-class mouth-open × smiling task with the
 ACNE04 class proportions (633:519:182:123 of 1000 images, 80/20 split per class), ResNet-50 + linear projection
 layers narrowing to 2-D, CE + ASLoss(L2) on the 2-D layer, λ_in = λ_out = 1e-3, λ_b = 1e-2, λ_asl = λ_cls = 0.5,
-Adam 1e-3, batch 16, 400 epochs (the paper's hyper-parameters, DESIGN.md §3.1).
+Adam 1e-3, batch 16, 400 epochs (the paper's hyper-parameters, its §5.1; docs/design.md §5.1).
 
 The paper does not give the widths of its "linear mapping layers" (Fig. 2): (512, 128, 32, 2), no activation, is ours.
 `constraint` (the norm target of the boundary term) is not given either: 1.0.

@@ -1,4 +1,4 @@
-"""Dorozynski & Rottensteiner auxiliary clustering loss (DESIGN.md §3.4) on a SILKNOW-style CSV:
+"""Dorozynski & Rottensteiner auxiliary clustering loss (silk paper §3; docs/design.md §5.4) on a SILKNOW-style CSV:
 backbone (ResNet-152) → ReLU → dropout 0.3 → Dense [1024, 32] = f_tfc → classifier; the semantic-triplet and
 colour-similarity losses read f_tfc and L2-normalise it (the clustering branch, used only in training).
 L = λ_C·CE + λ_aux·(α_sem·L_sem + α_co·L_co) with λ_C = λ_aux = 1, α_sem = α_co = 0.5; Adam 1e-3, batch 180,

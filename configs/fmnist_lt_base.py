@@ -2,7 +2,7 @@
 training set after a balanced validation hold-out of 25 images per class, the balanced 10k test set, the 4-layer
 CNN of the affinity paper, 5 epochs (about 1.5 min on 2 CPU cores: the budget that lets
 every sweep of experiments/ fit a few hours). The fmnist_lt_*.py configs start from this one and differ only in the loss (and the
-head/classifier that loss reads). Every baseline of DESIGN.md §3.5 is an override away, e.g.
+head/classifier that loss reads). Every baseline of docs/design.md §5.5 is an override away, e.g.
   --config.loss.name=focal --config.loss.focal_gamma=2
   --config.loss.class_weighting.name=inverse_frequency            (weighted CE)
   --config.loss.name=focal --config.loss.class_weighting.name=class_balanced   (class-balanced focal)

@@ -1,6 +1,6 @@
-"""TriCDB-CE (Ahmed et al., triplet + class-wise difficulty-based CE): CIFAR-10-LT, ρ = 100, in the training regime
-of the CDB-CE reference code (Sinha et al., ACCV 2020; hitachi-rd-cv/CDB-loss, CIFAR-LT/cifar_train.py), which the
-TriCDB-CE paper says it follows:
+"""TriCDB-CE (Darkwah Jnr. & Kang, 2023: triplet + class-wise difficulty-based CE; docs/design.md §5.3):
+CIFAR-10-LT, ρ = 100, in the training regime of the CDB-CE reference code (Sinha et al., ACCV 2020;
+hitachi-rd-cv/CDB-loss, CIFAR-LT/cifar_train.py), which the TriCDB-CE paper says it follows:
 
 - data: a balanced validation set of 25 images per class held out before the imbalance, n_c = int(n_max·ρ^(−c/9)),
   random crop (pad 4) + horizontal flip;

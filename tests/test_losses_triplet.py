@@ -24,7 +24,7 @@ CASES = list(itertools.product(TRIPLET_METRICS, MINING))
 
 
 def _loop_triplet(emb, labels, valid, margin, metric, mining):
-    """DESIGN.md §3.6 reductions as plain loops in float64."""
+    """The mining reductions of docs/design.md §5.3 as plain loops in float64."""
     def dist(a, b):
         if metric == "sq_l2":
             return float(np.sum((a - b) ** 2))

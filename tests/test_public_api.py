@@ -1,4 +1,4 @@
-"""The public names of DESIGN.md §3.6 exist with their documented keyword arguments."""
+"""The public names of docs/design.md §7 exist with their documented keyword arguments."""
 
 import inspect
 

@@ -1,8 +1,7 @@
 """Hue/saturation colour histograms for the silk paper's colour similarity loss.
 
-``papers/auxiliary_clustering_loss_silk.md`` §3.2 and DESIGN.md §3.4 (reference code of
-Dorozynski & Rottensteiner): every pixel's HSV hue h in [0, 1) and saturation s in [0, 1] map to
-the point of the hue/saturation disc
+Dorozynski & Rottensteiner (silk paper §3.2 and the authors' reference code; docs/design.md §5.4):
+every pixel's HSV hue h in [0, 1) and saturation s in [0, 1] map to the point of the hue/saturation disc
 
     (x, y) = (m/2 + s * m/2 * cos(2 pi h),  m/2 + s * m/2 * sin(2 pi h)),
 

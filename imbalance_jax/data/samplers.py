@@ -3,7 +3,7 @@
 An epoch always has ``len(labels)`` draws. Samplers:
 - ``random``: a permutation of the training set (instance-balanced).
 - ``class_balanced``: each draw picks a class uniformly, then an image of it without replacement
-  (a class's images are reshuffled when exhausted) — Dorozynski & Rottensteiner, Sec. 3.
+  (a class's images are reshuffled when exhausted) — Dorozynski & Rottensteiner, silk paper §3.3.
 - ``square_root``: class probability ∝ sqrt(n_c) (Mahajan et al. 2018), images without replacement.
 - ``progressive``: progressively balanced (Kang et al. 2020): p_c(t) = (1 − t/T)·n_c/N + (t/T)/C.
 """

@@ -1,4 +1,4 @@
-"""Flax head that owns the affinity-loss prototypes (Hayat et al., ICCV 2019; DESIGN.md §3.2)."""
+"""Flax head that owns the affinity-loss prototypes (Hayat et al., ICCV 2019, §3.2; docs/design.md §5.2)."""
 from __future__ import annotations
 
 from typing import Callable

@@ -43,9 +43,10 @@ class ImageClassifier(nn.Module):
     (a BatchNorm on its input features). Hayat et al. (ICCV 2019, §4.2) only replace the softmax layer,
     so by default the last feature layer feeds the affinity head directly; the BatchNorm (found in an
     unofficial port) pins each feature dimension's variance and strands whole classes far from their
-    prototypes (similarity ~e^-10 and below, no gradient), see docs/design.md. The TDE classifier keeps its feature moving average in
-    ``batch_stats["classifier"]["feature_mean"]``, updated by every train-mode call, and returns the
-    counterfactual TDE logits when ``train=False`` (see :class:`TDEClassifier`).
+    prototypes (similarity ~e^-10 and below, no gradient), see docs/design.md §5.2. The TDE classifier
+    keeps its feature moving average in ``batch_stats["classifier"]["feature_mean"]``, updated by every
+    train-mode call, and returns the counterfactual TDE logits when ``train=False`` (see
+    :class:`TDEClassifier`).
     """
 
     backbone: nn.Module

@@ -71,9 +71,9 @@ class TDEClassifier(nn.Module):
     Tang, Huang, Zhang, "Long-Tailed Classification by Keeping the Good and Removing the Bad
     Momentum Causal Effect", NeurIPS 2020 (arXiv:2009.12991), §4; reference code
     ``KaihuaTang/Long-Tailed-Recognition.pytorch``, ``classification/models/CausalNormClassifier.py``
-    and ``run_networks.py`` (moving average). The paper is not in ``shared/papers``: the equation
-    numbers below are those of arXiv:2009.12991 as recalled, the formulas were checked line by line
-    against the reference code.
+    and ``run_networks.py`` (moving average). The equation numbers below refer to arXiv:2009.12991
+    and were not checked against its text; the formulas were checked line by line against the
+    reference code.
 
     The classifier input x [B, D] and the kernel W [D, C] are split along D into K = ``num_heads``
     equal groups x^k, w_i^k (D must be divisible by K).

@@ -39,7 +39,7 @@ class SmallCNN(nn.Module):
 
 
 class CNN4(nn.Module):
-    """The 4-hidden-layer CNN of the affinity-loss paper (Hayat et al., ICCV 2019, §5 MNIST).
+    """The 4-hidden-layer CNN of the affinity-loss paper (Hayat et al., ICCV 2019, §4.2, MNIST).
 
     conv5x5 w -> relu -> maxpool 2, conv5x5 2w -> relu -> maxpool 2, conv5x5 4w -> relu -> maxpool 2
     (padding SAME), flatten -> Dense 128 -> relu. Output: the FC-128 activations [B, 128].
