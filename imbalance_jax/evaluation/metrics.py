@@ -123,8 +123,8 @@ def classification_metrics(
         classes present in the test set (macro F1 is the mean of per-class F1, as in sklearn).
       - per_class_precision: list of C floats (0 for a class never predicted).
       - per_class_recall, per_class_f1: lists of C values, None for a class absent from the test set.
-      - minority_f1: mean F1 over the minority classes (training share ζ_c < 1/K, silk paper)
-        present in the test set; None if there is none.
+      - minority_f1: mean F1 over the minority classes (training share ζ_c < 1/K, Dorozynski &
+        Rottensteiner 2022) present in the test set; None if there is none.
       - many_shot_accuracy, medium_shot_accuracy, few_shot_accuracy: mean per-class recall (i.e.
         per-class top-1 accuracy) over the classes of each group, as in the long-tail literature
         (Liu et al. 2019, OLTR protocol); None where a group has no class present in the test set.
@@ -193,15 +193,16 @@ def _as_python_counts(counts: Sequence[Any]) -> list:
 
 
 def imbalance_statistics(class_counts: Any) -> dict:
-    """Imbalance ratio and balance deviation of a class distribution (silk paper Eqs. 6–7).
+    """Imbalance ratio and balance deviation of a class distribution (Dorozynski & Rottensteiner 2022,
+    Eqs. 6–7).
 
     With ζ_c = n_c / Σ n the class shares, K classes and e the uniform distribution:
     - imbalance_ratio IR = max ζ / min ζ (Eq. 6). If some class has 0 images IR is infinite and is
       reported as None (JSON has no infinity).
     - balance_deviation BD = d_TV(ζ, e) / d_TV(ι_m, e), d_TV(p, q) = ½ Σ|p − q|, where
-      m = #{c : ζ_c < 1/K} and ι_m has m zeros, K−m−1 entries 1/K and one entry 1 − (K−m−1)/K
-      (DESIGN.md §3.4). Deviation from the paper's text: Eq. 7 prints the denominator as
-      d(ζ, τ); we use the normaliser of the imbalance degree of Ortigosa-Hernández et al. (2017),
+      m = #{c : ζ_c < 1/K} and ι_m has m zeros, K−m−1 entries 1/K and one entry 1 − (K−m−1)/K.
+      Deviation from the paper's text: Eq. 7 prints the denominator as d(ζ, τ); we use the
+      normaliser of the imbalance degree of Ortigosa-Hernández et al. (2017),
       on which the paper says BD relies; it reproduces the paper's Table 2 (material 0.66,
       technique 0.91, place 0.78, time 0.51) and keeps BD in [0, 1]. A balanced distribution
       (m = 0) and a single class (K = 1) give BD = 0 rather than 0/0.
