@@ -108,7 +108,7 @@ def test_classification_metrics_match_sklearn():
     expected_keys = {
         "accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
         "per_class_precision", "per_class_recall", "per_class_f1", "minority_f1",
-        "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy", "num_examples"}
+        "many_shot_accuracy", "medium_shot_accuracy", "few_shot_accuracy", "num_examples", "shot_groups"}
     assert set(got) == expected_keys
     json.dumps(got, allow_nan=False)  # JSON-serialisable, no inf/NaN
 
@@ -282,12 +282,16 @@ def test_format_metrics_table_lists_scalars_per_split():
     accuracy_line = next(line for line in lines if line.startswith("accuracy "))
     assert accuracy_line.split()[1:] == [f"{metrics['val']['accuracy']:.4f}", f"{metrics['test']['accuracy']:.4f}"]
     assert "per_class_f1" not in table and "num_examples" in table
-    assert len({len(line) for line in lines[2:]} | {len(lines[1])}) == 1  # right-aligned columns
+    rows = [line for line in lines[2:] if not line.startswith("no class in this group:")]  # minus the footnote
+    assert len({len(line) for line in rows} | {len(lines[1])}) == 1  # right-aligned columns
     few_line = next(line for line in lines if line.startswith("few_shot_accuracy"))
     assert few_line.split()[1:] == [f"{metrics['val']['few_shot_accuracy']:.4f}",
                                     f"{metrics['test']['few_shot_accuracy']:.4f}"]
     many_line = next(line for line in lines if line.startswith("many_shot_accuracy"))
-    assert many_line.split()[1:] == ["n/a", "n/a"]  # no class has > 100 training images
+    # No class has > 100 training images: the cell says so and a line under the table gives the thresholds.
+    assert many_line.split()[1:] == ["no", "class", "in", "this", "group"] * 2
+    assert lines[-1] == ("no class in this group: the shot groups' thresholds: many > 100, few < 20 training images "
+                         "(medium: the rest)")
     with pytest.raises(ValueError, match="metrics"):
         format_metrics_table({"test": [1, 2]})
 

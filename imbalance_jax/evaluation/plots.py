@@ -1,4 +1,4 @@
-"""PNG figures of a run: confusion matrix and 2-D embedding scatter.
+"""PNG figures of a run: confusion matrix, 2-D embedding scatter, reliability diagram and long-tail plot.
 
 Figures are drawn on matplotlib's Agg canvas directly (`matplotlib.figure.Figure` +
 `FigureCanvasAgg`), without pyplot: no global backend switch, no open-figure registry, safe to call
@@ -7,7 +7,7 @@ from training code and from headless machines.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -15,7 +15,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
-__all__ = ["draw_confusion_matrix", "draw_embedding", "plot_confusion_matrix", "plot_embedding"]
+__all__ = [
+    "draw_confusion_matrix", "draw_embedding", "draw_long_tail", "draw_reliability_diagram", "plot_confusion_matrix",
+    "plot_embedding", "plot_long_tail", "plot_reliability_diagram",
+]
 
 _ANNOTATE_MAX_CLASSES = 20
 _TICK_LABELS_MAX_CLASSES = 40
@@ -214,3 +217,178 @@ def draw_embedding(ax: Any, feats: np.ndarray, labs: np.ndarray, num_classes: in
         return None
     return ax.scatter(points[:, 0], points[:, 1], s=size, c=labs, cmap=cmap, vmin=-0.5,
                       vmax=num_classes - 0.5, alpha=0.7, linewidths=0)
+
+
+def _optional_floats(values: Any, name: str, length: int) -> list:
+    """A length-`length` list of floats in [0, 1] or None (JSON metrics: None = undefined)."""
+    if isinstance(values, (str, bytes)) or np.ndim(np.asarray(values, dtype=object)) != 1 or len(values) != length:
+        raise ValueError(f"{name} must be a sequence of {length} values (float in [0, 1] or None), got {values!r}.")
+    result = []
+    for value in values:
+        if value is None:
+            result.append(None)
+            continue
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must hold values in [0, 1] or None, got {value!r}.")
+        result.append(value)
+    return result
+
+
+def plot_reliability_diagram(
+    calibration: Mapping[str, Any],
+    path: "str | os.PathLike[str]",
+    *,
+    title: Optional[str] = None,
+) -> None:
+    """Saves the reliability diagram of :func:`imbalance_jax.evaluation.metrics.expected_calibration_error`
+    (or the "calibration" entry of `logit_metrics`) as PNG; see :func:`draw_reliability_diagram`."""
+    fig = Figure(figsize=(5.5, 5.5))
+    draw_reliability_diagram(fig.add_subplot(), calibration, title=title)
+    _save(fig, path)
+
+
+def draw_reliability_diagram(ax: Any, calibration: Mapping[str, Any], *, title: Optional[str] = None) -> Any:
+    """Draws a reliability diagram (Guo et al. 2017, Fig. 1, bottom row) on ``ax``.
+
+    One bar per confidence bin with the bin's accuracy (no bar for an empty bin), a hatched bar for
+    the gap between that accuracy and the bin's mean confidence, the diagonal of perfect
+    calibration, the example count above each bar and the ECE in the title. Returns the
+    accuracy bars (a BarContainer; bar m spans bin m).
+
+    Args:
+      ax: a matplotlib Axes.
+      calibration: dict with "bin_edges" (M + 1 increasing floats in [0, 1]), "bin_accuracy",
+        "bin_confidence" (M floats or None), "bin_count" (M ints) and "ece".
+      title: heading (default "Reliability diagram"); the ECE and M are appended.
+    """
+    if not isinstance(calibration, Mapping):
+        raise ValueError(f"calibration must be the dict of expected_calibration_error, got {type(calibration).__name__}.")
+    missing = [k for k in ("bin_edges", "bin_accuracy", "bin_confidence", "bin_count", "ece") if k not in calibration]
+    if missing:
+        raise ValueError(f"calibration lacks {missing}; pass the dict of expected_calibration_error.")
+    edges = np.asarray(calibration["bin_edges"], dtype=np.float64)
+    if edges.ndim != 1 or edges.size < 2 or np.any(np.diff(edges) <= 0) or edges[0] < 0 or edges[-1] > 1:
+        raise ValueError(f"calibration['bin_edges'] must be increasing floats in [0, 1], got {edges.tolist()}.")
+    num_bins = edges.size - 1
+    accuracy = _optional_floats(calibration["bin_accuracy"], "calibration['bin_accuracy']", num_bins)
+    confidence = _optional_floats(calibration["bin_confidence"], "calibration['bin_confidence']", num_bins)
+    counts = [int(c) for c in calibration["bin_count"]]
+    if len(counts) != num_bins:
+        raise ValueError(f"calibration['bin_count'] must have {num_bins} entries, got {len(counts)}.")
+
+    lefts, widths = edges[:-1], np.diff(edges)
+    heights = [a if a is not None else 0.0 for a in accuracy]
+    bars = ax.bar(lefts, heights, width=widths, align="edge", color="tab:blue", edgecolor="black", linewidth=0.6,
+                  label="accuracy")
+    filled = [m for m in range(num_bins) if accuracy[m] is not None and confidence[m] is not None]
+    if filled:
+        low = [min(accuracy[m], confidence[m]) for m in filled]
+        gap = [abs(confidence[m] - accuracy[m]) for m in filled]
+        ax.bar(lefts[filled], gap, width=widths[filled], bottom=low, align="edge", color="tab:red", alpha=0.3,
+               edgecolor="tab:red", hatch="//", linewidth=0.6, label="gap to mean confidence")
+    for m in filled:
+        ax.text(lefts[m] + widths[m] / 2, min(max(accuracy[m], confidence[m]) + 0.01, 0.97), str(counts[m]),
+                ha="center", va="bottom", fontsize=6)
+    ax.plot([0.0, 1.0], [0.0, 1.0], linestyle="--", color="gray", linewidth=1.0, label="perfect calibration")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("confidence (largest class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title if title is not None else 'Reliability diagram'} "
+                 f"(ECE {float(calibration['ece']):.4f}, {num_bins} bins)")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return bars
+
+
+def plot_long_tail(
+    train_class_counts: Any,
+    per_class_recall: Any,
+    path: "str | os.PathLike[str]",
+    *,
+    label: str = "method",
+    baseline_recall: Optional[Any] = None,
+    baseline_label: str = "baseline",
+    many_shot_threshold: Optional[float] = None,
+    few_shot_threshold: Optional[float] = None,
+    title: Optional[str] = None,
+) -> None:
+    """Saves the long-tail plot (per-class test recall against training images, log x) as PNG;
+    see :func:`draw_long_tail`."""
+    fig = Figure(figsize=(7.0, 4.8))
+    draw_long_tail(fig.add_subplot(), train_class_counts, per_class_recall, label=label,
+                   baseline_recall=baseline_recall, baseline_label=baseline_label,
+                   many_shot_threshold=many_shot_threshold, few_shot_threshold=few_shot_threshold, title=title)
+    _save(fig, path)
+
+
+def draw_long_tail(
+    ax: Any,
+    train_class_counts: Any,
+    per_class_recall: Any,
+    *,
+    label: str = "method",
+    baseline_recall: Optional[Any] = None,
+    baseline_label: str = "baseline",
+    many_shot_threshold: Optional[float] = None,
+    few_shot_threshold: Optional[float] = None,
+    title: Optional[str] = None,
+) -> list:
+    """Draws per-class test recall against the class's training images (log x), one point per class.
+
+    An optional second series (`baseline_recall`, same class order) puts a baseline or another
+    method on the same axes, for "per-class recall against training-class frequency for the method
+    and its baseline" figures. Classes with no training image (no place on a log axis) or with
+    an undefined recall (None: no test example) are left out, and a note in the corner says how many.
+    Dashed vertical lines mark the many/few-shot thresholds when given. Returns the Line2D of each
+    series (method first), whose data are the plotted (count, recall) points sorted by count.
+
+    Args:
+      ax: a matplotlib Axes.
+      train_class_counts: [C] training images per class (non-negative).
+      per_class_recall: [C] recalls in [0, 1] or None (e.g. `classification_metrics`'s
+        "per_class_recall").
+      label, baseline_label: legend names of the two series.
+      baseline_recall: optional [C] recalls of the baseline.
+      many_shot_threshold, few_shot_threshold: optional group thresholds (classes with more / fewer
+        training images are many- / few-shot).
+      title: heading (default "Per-class recall vs training images").
+    """
+    counts = np.asarray(train_class_counts)
+    if counts.ndim != 1 or counts.size < 1 or counts.dtype.kind not in "iuf":
+        raise ValueError(f"train_class_counts must be a non-empty 1-D array of counts, got shape {counts.shape}.")
+    counts = counts.astype(np.float64)
+    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
+        raise ValueError(f"train_class_counts must be finite and non-negative, got {counts.tolist()}.")
+    num_classes = counts.size
+    series = [(label, _optional_floats(per_class_recall, "per_class_recall", num_classes), "o", "tab:blue")]
+    if baseline_recall is not None:
+        series.append((baseline_label, _optional_floats(baseline_recall, "baseline_recall", num_classes), "s",
+                       "tab:orange"))
+    order = np.argsort(counts, kind="stable")
+    lines = []
+    left_out = set()
+    for name, recall, marker, colour in series:
+        shown = [c for c in order if counts[c] > 0 and recall[c] is not None]
+        left_out |= set(range(num_classes)) - set(shown)
+        (line,) = ax.plot(counts[shown], [recall[c] for c in shown], marker=marker, linestyle="none",
+                          color=colour, markersize=6, alpha=0.8,
+                          markerfacecolor=colour if marker == "o" else "none", label=f"{name} ({len(shown)} classes)")
+        lines.append(line)
+    for value, text in ((many_shot_threshold, "many-shot: >"), (few_shot_threshold, "few-shot: <")):
+        if value is not None and float(value) > 0:
+            ax.axvline(float(value), color="gray", linestyle=":", linewidth=1.0)
+            ax.text(float(value), 0.5, f" {text} {float(value):g} ", rotation=90, ha="right", va="center",
+                    fontsize=7, color="gray", transform=ax.get_xaxis_transform())
+    ax.set_xscale("log")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("test recall")
+    ax.set_title(title if title is not None else "Per-class recall vs training images")
+    if left_out:
+        noun = "class" if len(left_out) == 1 else "classes"
+        ax.text(0.01, 0.99, f"{len(left_out)} {noun} without training images or test examples not shown",
+                ha="left", va="top", fontsize=7, color="gray", transform=ax.transAxes)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    return lines

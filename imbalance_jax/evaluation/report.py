@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from imbalance_jax.evaluation.metrics import imbalance_statistics
@@ -10,6 +11,11 @@ from imbalance_jax.evaluation.metrics import imbalance_statistics
 __all__ = ["format_metrics_table", "write_report"]
 
 _MISSING = "n/a"
+_EMPTY_GROUP = "no class in this group"
+# Shot-group metric -> its class list in classification_metrics' "shot_groups".
+_SHOT_GROUP_CLASSES = {"many_shot_accuracy": "many_shot_classes", "medium_shot_accuracy": "medium_shot_classes",
+                       "few_shot_accuracy": "few_shot_classes"}
+_TOP_K = re.compile(r"top_\d+_accuracy")
 
 
 def _is_scalar(value: Any) -> bool:
@@ -34,35 +40,76 @@ def _format_value(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def _scalar_rows(metrics: Mapping[str, Mapping]) -> tuple[list[str], list[str], list[list[str]]]:
-    """(splits, metric names in first-seen order, formatted cells [metric][split])."""
+def _thresholds_text(groups: Mapping) -> str:
+    many, few = groups.get("many_shot_threshold"), groups.get("few_shot_threshold")
+    return f"thresholds: many > {_format_threshold(many)}, few < {_format_threshold(few)} training images"
+
+
+def _format_threshold(value: Any) -> str:
+    return _MISSING if value is None else f"{float(value):g}"
+
+
+def _empty_group(split_metrics: Mapping, name: str) -> Optional[Mapping]:
+    """The "shot_groups" entry when metric `name` is a shot-group accuracy whose group has no class."""
+    groups = split_metrics.get("shot_groups")
+    if name not in _SHOT_GROUP_CLASSES or split_metrics.get(name) is not None or not isinstance(groups, Mapping):
+        return None
+    classes = groups.get(_SHOT_GROUP_CLASSES[name])
+    return groups if isinstance(classes, (list, tuple)) and len(classes) == 0 else None
+
+
+def _cell(split_metrics: Mapping, name: str, long_empty_text: bool) -> str:
+    groups = _empty_group(split_metrics, name)
+    if groups is not None:
+        return f"{_EMPTY_GROUP} ({_thresholds_text(groups)})" if long_empty_text else _EMPTY_GROUP
+    value = split_metrics.get(name, None)
+    return _format_value(value) if name in split_metrics and _is_scalar(value) else _MISSING
+
+
+def _scalar_rows(metrics: Mapping[str, Mapping], long_empty_text: bool = True
+                 ) -> tuple[list[str], list[str], list[list[str]]]:
+    """(splits, metric names in first-seen order, formatted cells [metric][split]).
+
+    A shot-group accuracy whose group has no class (per the split's "shot_groups") reads "no class
+    in this group", with the thresholds when `long_empty_text`, instead of "n/a"."""
     splits = list(metrics)
     names: list[str] = []
     for split in splits:
         for name, value in metrics[split].items():
             if name not in names and _is_scalar(value):
                 names.append(name)
-    cells = [
-        [_format_value(metrics[s][n]) if n in metrics[s] and _is_scalar(metrics[s][n]) else _MISSING
-         for s in splits]
-        for n in names
-    ]
+    cells = [[_cell(metrics[s], n, long_empty_text) for s in splits] for n in names]
     return splits, names, cells
+
+
+def _empty_group_notes(metrics: Mapping[str, Mapping]) -> list[str]:
+    """One line per distinct threshold setting of the splits that have an empty shot group."""
+    notes: list[str] = []
+    for values in metrics.values():
+        for name in _SHOT_GROUP_CLASSES:
+            groups = _empty_group(values, name)
+            if groups is not None:
+                note = f"{_EMPTY_GROUP}: the shot groups' {_thresholds_text(groups)} (medium: the rest)"
+                if note not in notes:
+                    notes.append(note)
+    return notes
 
 
 def format_metrics_table(metrics: Mapping[str, Mapping]) -> str:
     """Aligned plain-text table: one row per scalar metric, one column per split.
 
     `metrics` maps split name -> metrics dict (e.g. `{"val": {...}, "test": {...}}`). Lists and
-    other non-scalar values are skipped; a metric missing from a split, or None, shows as "n/a".
-    Floats are printed with 4 decimals.
+    other non-scalar values are skipped; a metric missing from a split, or None, shows as "n/a",
+    except a many/medium/few-shot accuracy whose group has no class (per the split's "shot_groups"
+    from `classification_metrics`): it reads "no class in this group" and a line under the table
+    gives the thresholds. Floats are printed with 4 decimals.
     """
     if not isinstance(metrics, Mapping):
         raise ValueError(f"metrics must map split name -> metrics dict, got {type(metrics).__name__}.")
     for split, values in metrics.items():
         if not isinstance(values, Mapping):
             raise ValueError(f"metrics[{split!r}] must be a mapping, got {type(values).__name__}.")
-    splits, names, cells = _scalar_rows(metrics)
+    splits, names, cells = _scalar_rows(metrics, long_empty_text=False)
     header = ["metric", *map(str, splits)]
     rows = [header] + [[name, *row] for name, row in zip(names, cells)]
     widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
@@ -73,6 +120,7 @@ def format_metrics_table(metrics: Mapping[str, Mapping]) -> str:
         lines.append("  ".join([first, *rest]).rstrip())
         if index == 0:
             lines.append("  ".join("-" * width for width in widths))
+    lines += _empty_group_notes(metrics)
     return "\n".join(lines)
 
 
@@ -183,6 +231,24 @@ def _per_class_section(metrics: Mapping[str, Mapping], split: str, class_names: 
             _markdown_table(header, rows), ""]
 
 
+def _metric_notes(metrics: Mapping[str, Mapping], names: Sequence[str]) -> list[str]:
+    """Definitions of the metrics from `logit_metrics` that appear in the table."""
+    notes = []
+    top_k = [n for n in names if _TOP_K.fullmatch(n)]
+    if top_k:
+        notes.append(f"{', '.join(top_k)}: share of examples whose true class is among the k highest logits.")
+    if "expected_calibration_error" in names:
+        bins = {v["calibration"].get("num_bins") for v in metrics.values()
+                if isinstance(v.get("calibration"), Mapping)}
+        bins_text = f"{bins.pop()} " if len(bins) == 1 else ""
+        notes.append(f"expected_calibration_error: ECE of the softmax confidences, {bins_text}equal-width bins "
+                     "(Guo et al. 2017, Eq. 3); 0 = calibrated.")
+    if "g_mean" in names:
+        notes.append("g_mean: geometric mean of the per-class recalls over the classes in the split "
+                     "(0 when some class is never recognised).")
+    return ["\n".join(f"- {note}" for note in notes), ""] if notes else []
+
+
 def _relative_figure_path(figure: "str | os.PathLike[str]", report_dir: str) -> str:
     figure = os.fspath(figure)
     if os.path.isabs(figure) or os.path.exists(figure):
@@ -205,16 +271,20 @@ def write_report(
 ) -> None:
     """Writes the run's Markdown report (report.md).
 
-    Sections: summary (headline metrics of the "test" split, else the last split; command; wall
-    time), class distribution per split (images, K, IR, BD, m and the per-class counts), the
-    metrics table (scalar metrics × splits), per-class precision/recall/F1 of the "test" split (else
-    the last split) with train and split image counts, the figures, and the configuration text.
+    Sections: summary (headline metrics of the "test" split, else the last split, including top-k
+    accuracy, G-mean and ECE when present; command; wall time), class distribution per split
+    (images, K, IR, BD, m and the per-class counts), the metrics table (scalar metrics × splits,
+    with a definition of each `logit_metrics` metric present; a many/medium/few-shot accuracy whose
+    group has no class reads "no class in this group (thresholds: ...)"), per-class
+    precision/recall/F1 of the "test" split (else the last split) with train and split image
+    counts, the figures, and the configuration text.
 
     Args:
       path: the report file; its folder is created if needed.
       title: report heading.
       config_text: the configuration as text (e.g. `str(config)`), shown verbatim.
-      metrics: split name -> metrics dict (`classification_metrics` output, plus any scalars).
+      metrics: split name -> metrics dict (`classification_metrics` output, optionally merged with
+        `logit_metrics` output, plus any scalars).
       imbalance: split name -> `imbalance_statistics` dict, or a single such dict, which is taken
         to describe the "train" split. Splits of `class_counts` without an entry are computed here.
       class_counts: split name -> images per class.
@@ -239,8 +309,10 @@ def write_report(
     lines = [f"# {title}", "", "## Summary", ""]
     if main_split is not None:
         headline = metrics[main_split]
-        parts = [f"{key.replace('_', ' ')} {_format_value(headline[key])}"
-                 for key in ("accuracy", "balanced_accuracy", "macro_f1", "minority_f1") if key in headline]
+        keys = ["accuracy", *sorted(k for k in headline if _TOP_K.fullmatch(k)), "balanced_accuracy", "macro_f1",
+                "minority_f1", "g_mean", "expected_calibration_error"]
+        parts = [f"{key.replace('_', ' ')} {_format_value(headline[key])}" for key in keys
+                 if key in headline and _is_scalar(headline[key])]
         if parts:
             lines.append(f"- {main_split}: " + ", ".join(parts))
     lines.append(f"- wall time: {_format_duration(wall_time_s)}")
@@ -252,6 +324,7 @@ def write_report(
         splits, metric_names, cells = _scalar_rows(metrics)
         lines += ["## Metrics", "",
                   _markdown_table(["metric", *splits], [[n, *row] for n, row in zip(metric_names, cells)]), ""]
+        lines += _metric_notes(metrics, metric_names)
         lines += _per_class_section(metrics, main_split, names, class_counts)
     if figures:
         lines += ["## Figures", ""]

@@ -1,4 +1,4 @@
-"""Pure JAX loss kernels for class-imbalanced learning (DESIGN.md §3; no Flax, no config objects).
+"""Pure JAX loss kernels for class-imbalanced learning (only jax, chex and numpy; no Flax, no config objects).
 
 Embedding kernels take ``(embeddings[B, D], labels[B], valid[B] | None, ...)`` and return a scalar;
 classification kernels take ``(logits[B, C], labels[B], valid[B] | None, ...)``. Every kernel is

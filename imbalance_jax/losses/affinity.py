@@ -1,7 +1,6 @@
 """Gaussian-affinity max-margin loss with the diversity regulariser (Hayat et al., ICCV 2019).
 
-Formulas as written out in DESIGN.md §3.2 (the paper's equations are images in our copy; equation
-numbers below are the ones the paper's text refers to, Sec. 3.2):
+Formulas of Hayat et al. 2019, Sec. 3.2 (equation numbers below are the ones the paper's text refers to):
 
 * Eq. (3) similarity: ``s_ij = exp(−d(f_i, w_j) / σ)``, ``d`` = squared L2 by default; multi-centre
   form (same section): ``s_ij = max_t exp(−d(f_i, w_j^t) / σ)`` over the ``m`` prototypes of class

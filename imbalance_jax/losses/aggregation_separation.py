@@ -1,4 +1,5 @@
-"""Aggregation-Separation Loss (ASLoss), ``papers/aggregation_separation_loss.md`` §4.
+"""Aggregation-Separation Loss (ASLoss): "Effectively Clarify Confusion via Visualized Aggregation and
+Separation of Deep Representation", anonymous ICLR 2023 submission (OpenReview id hPdMskOKGX6).
 
 For representations r_i of one layer, a distance D and classes c_i (paper Eqs. 1-6):
 
@@ -7,7 +8,7 @@ For representations r_i of one layer, a distance D and classes c_i (paper Eqs. 1
     boundary = (1/N) sum_i | ||r_i|| - constraint |               (Eq. 5)
     ASLoss   = l_inner * inner - l_outer * outer + l_boundary * boundary   (Eq. 6)
 
-Deviations / choices (DESIGN.md §3.1):
+Deviations / choices:
 
 * ``D(r_i, 0)`` in Eq. 5 is read as a norm: the L1 norm for metric "l1" and the L2 norm for "l2"
   and "cosine" (the cosine distance to the origin is undefined). ``||.||_2`` of the scalar

@@ -1,6 +1,6 @@
 """Classification losses for imbalanced data: CE, weighted CE, focal, LDAM, logit-adjusted, CDB-CE.
 
-Shared conventions (DESIGN.md §3.3, §3.5, §3.6):
+Shared conventions:
 
 * ``logits`` float[B, C], ``labels`` int[B] in ``[0, C)`` for valid rows, ``valid`` bool[B] or None.
   Invalid (padding) rows take part in nothing: their logits and labels are replaced by zeros before

@@ -1,4 +1,5 @@
-"""Auxiliary clustering losses of Dorozynski & Rottensteiner (``papers/auxiliary_clustering_loss_silk.md`` §3.2).
+"""Auxiliary clustering losses of Dorozynski & Rottensteiner 2022 ("Addressing class imbalance in multi-class
+image classification by means of auxiliary feature space restrictions", ISPRS Archives), Sec. 3.2.
 
 Both losses act on the clustering-head features f_aux = f_tfc / ||f_tfc||; the kernels normalise
 the given embeddings themselves (a zero vector stays zero, see ``distances.l2_normalize``).

@@ -1,10 +1,10 @@
 """Batch triplet loss with mining, in O(B^2) memory and without a B^3 tensor.
 
-Triplet hinge (Schroff et al. 2015; TriCDB-CE paper, ``papers/triplet_cdb_ce_long_tail.md``):
+Triplet hinge (FaceNet, Schroff et al. 2015; TriCDB-CE, Darkwah Jnr. & Kang 2023):
 
     h(a, p, n) = max(d(a, p) + alpha - d(a, n), 0),   y_a = y_p, a != p, y_n != y_a.
 
-Reductions (DESIGN.md §3.6), ``T`` = the set of valid triplets:
+Reductions, ``T`` = the set of valid triplets:
 
 * ``"all"``:       mean of h over T.
 * ``"violating"``: mean of h over the triplets of T with h > 0 (TriCDB-CE default).
@@ -36,9 +36,9 @@ XLA's sort (``lax.platform_dependent``). ``triplet_loss_dense`` is the explicit 
 formulation, kept only as a reference for tests and benchmarks.
 
 Deviations: none from the formula; the TriCDB-CE paper does not state alpha, default 0.2
-(DESIGN.md §3.3). The sums are taken relative to a (gradient-free) per-anchor shift of the
-distances, which changes nothing mathematically (sum_p c_p = sum_n m_n) and reduces float32
-cancellation.
+(FaceNet's value, Schroff et al. 2015). The sums are taken relative to a (gradient-free)
+per-anchor shift of the distances, which changes nothing mathematically (sum_p c_p = sum_n m_n)
+and reduces float32 cancellation.
 """
 
 from __future__ import annotations
@@ -323,7 +323,7 @@ def triplet_loss(
       embeddings: float[B, D].
       labels: int[B].
       valid: bool[B] or None; invalid rows are never anchor, positive or negative.
-      margin: alpha in the hinge (default 0.2, DESIGN.md §3.3).
+      margin: alpha in the hinge (default 0.2, as FaceNet, Schroff et al. 2015).
       metric: "sq_l2" (default, TriCDB-CE), "l2" or "cosine" (1 - cos).
       mining: "all", "violating" (default), "hard" or "semihard" (module docstring).
       normalize: L2-normalise the embeddings (a zero row stays zero) before the distance, as
