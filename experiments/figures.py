@@ -2,14 +2,14 @@
 
     python -m experiments.figures [--runs_dir=experiments/runs] [--out=experiments/figures]
 
+* ``<sweep>_long_tail.png`` for each paper's protocol sweep (``LONG_TAIL``): per-class test recall against the
+  class's training images (log x), the paper's method against its baseline, mean over the finished seeds (the
+  legend says how many), from ``metrics.json["test"]["per_class_recall"]`` and ``class_counts.json``.
 * ``asl_representations.png`` — ASLoss paper Fig. 5: the 2-D last-layer representations of CE and of
-  CE + ASLoss (L2) on the same network (head narrowing to 2-D), training and test set, seed 0 of ``fmnist_main``
-  (the ``embedding_{train,test}.npz`` every run writes; the same ≤ 5000-point sample as its own plots).
-* ``asl_confusion.png`` — ASLoss paper Fig. 6: test confusion matrices (colour: row fraction, text: count) of the same two runs
-  (``metrics.json["test"]["confusion"]``).
-* ``affinity_error_vs_imbalance.png`` — affinity paper Fig. 6: test error (1 − accuracy, mean ± std over seeds)
-  against the fraction of classes 0-4 kept, affinity loss vs softmax CE (``affinity_imbalance``; drawn from the
-  seeds finished so far, the legend says how many).
+  CE + ASLoss (L2) on the same linear head, training and test set, seed 0 of ``asl_fourclass`` (the
+  ``embedding_{train,test}.npz`` every run writes; the same ≤ 5000-point sample as its own plots).
+* ``asl_confusion.png`` — ASLoss paper Fig. 6: test confusion matrices (colour: row fraction, text: count) of the
+  same two runs.
 
 A figure whose cells have not finished is skipped with the cells it needs; the exit status is then 1.
 """
@@ -17,6 +17,7 @@ A figure whose cells have not finished is skipped with the cells it needs; the e
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -26,14 +27,17 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from experiments import sweeps
-from experiments.report import mean_std
 from experiments.sweeps import Cell, Sweep
-from imbalance_jax.evaluation.plots import draw_confusion_matrix, draw_embedding
+from imbalance_jax.evaluation.plots import draw_confusion_matrix, draw_embedding, draw_long_tail
 
 PathLike = Union[str, pathlib.Path]
 FIGURES_DIR = sweeps.REPO_ROOT / "experiments" / "figures"
+ASL_SWEEP = "asl_fourclass"
 ASL_PAIR = ("CE (2-D head)", "ASLoss (L2)")
-AFFINITY_PAIR = ("CE", "Affinity (m=5)")
+# sweep -> (method, baseline, grid slug of the point shown)
+LONG_TAIL = {"asl_fourclass": ("ASLoss (L2)", "CE (2-D head)", "default"),
+             "affinity_step": ("Affinity (m=5)", "CE", "protocol=keep2.5"),
+             "tricdb_rho": ("TriCDB-CE", "CDB-CE", "ratio=100.0")}
 
 
 class MissingCells(RuntimeError):
@@ -41,10 +45,11 @@ class MissingCells(RuntimeError):
 
 
 def _finished(sweep: Sweep, runs_dir: PathLike, method: str, seed: Optional[int] = None,
-              require_all: bool = True) -> list[Cell]:
-    """The method's finished cells (of one seed, or all seeds); MissingCells if any (``require_all``) or all
-    of them are missing."""
-    cells = [c for c in sweep.cells() if c.method == method and (seed is None or c.seed == seed)]
+              require_all: bool = True, grid_slug: Optional[str] = None) -> list[Cell]:
+    """The method's finished cells (of one seed, or all seeds; at one grid point or all); MissingCells if any
+    (``require_all``) or all of them are missing."""
+    cells = [c for c in sweep.cells() if c.method == method and (seed is None or c.seed == seed)
+             and (grid_slug is None or c.grid_slug == grid_slug)]
     missing = [c for c in cells if sweeps.cell_status(c, runs_dir) != "done"]
     if not require_all and len(missing) < len(cells):
         return [c for c in cells if c not in missing]
@@ -59,18 +64,15 @@ def _metrics(cell: Cell, runs_dir: PathLike) -> dict:
 
 
 def _class_names(cell: Cell, runs_dir: PathLike, num_classes: int) -> list[str]:
-    config = json.loads((cell.workdir(runs_dir) / "config.json").read_text()) \
-        if (cell.workdir(runs_dir) / "config.json").is_file() else {}
-    if config.get("data", {}).get("name") == "fashion_mnist":
-        from imbalance_jax.data.sources import FASHION_MNIST_CLASSES
-
-        return list(FASHION_MNIST_CLASSES)
-    return [str(c) for c in range(num_classes)]
+    """The run's class names (class_counts.json), else the class indices."""
+    path = cell.workdir(runs_dir) / "class_counts.json"
+    names = json.loads(path.read_text()).get("class_names") if path.is_file() else None
+    return list(names) if names and len(names) == num_classes else [str(c) for c in range(num_classes)]
 
 
 def asl_representations(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) -> pathlib.Path:
     """2 × 2 scatter: rows CE / CE + ASLoss, columns train / test, points coloured by class."""
-    sweep = sweeps.load_sweep("fmnist_main")
+    sweep = sweeps.load_sweep(ASL_SWEEP)
     cells = [_finished(sweep, runs_dir, method, seed)[0] for method in ASL_PAIR]
     fig = Figure(figsize=(13, 10), constrained_layout=True)
     axes = fig.subplots(2, 2)
@@ -90,7 +92,7 @@ def asl_representations(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) ->
 
 def asl_confusion(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) -> pathlib.Path:
     """Row-normalised test confusion matrices of CE and CE + ASLoss side by side."""
-    sweep = sweeps.load_sweep("fmnist_main")
+    sweep = sweeps.load_sweep(ASL_SWEEP)
     cells = [_finished(sweep, runs_dir, method, seed)[0] for method in ASL_PAIR]
     fig = Figure(figsize=(13, 5.8), constrained_layout=True)
     axes = fig.subplots(1, 2)
@@ -108,35 +110,32 @@ def asl_confusion(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) -> pathl
     return path
 
 
-def affinity_error_vs_imbalance(runs_dir: PathLike, out: pathlib.Path) -> pathlib.Path:
-    """Test error against the kept fraction of the minority classes, mean ± std over seeds, per method."""
-    sweep = sweeps.load_sweep("affinity_imbalance")
-    fig = Figure(figsize=(6.5, 4.5), constrained_layout=True)
-    ax = fig.subplots()
-    for method in AFFINITY_PAIR:
-        by_fraction: dict[float, list[float]] = {}
-        for cell in _finished(sweep, runs_dir, method, require_all=False):
-            fraction = float(dict(cell.overrides)["data.imbalance.fraction"])
-            by_fraction.setdefault(fraction, []).append(100 * (1 - _metrics(cell, runs_dir)["test"]["accuracy"]))
-        fractions = sorted(by_fraction, reverse=True)
-        stats = [mean_std(by_fraction[f]) for f in fractions]
-        seeds = sorted({len(v) for v in by_fraction.values()})
-        ax.errorbar([100 * f for f in fractions], [m for m, _ in stats], yerr=[s or 0 for _, s in stats],
-                    marker="o", capsize=3, label=f"{method} (seeds per point: {'-'.join(map(str, seeds))})")
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xticks([10, 5, 2.5], ["10%", "5%", "2.5%"])
-    ax.minorticks_off()
-    ax.set_xlabel("training images kept for classes 0-4")
-    ax.set_ylabel("test error (%)")
-    ax.set_title("Fashion-MNIST, step imbalance: error vs imbalance level")
-    ax.legend()
-    path = out / "affinity_error_vs_imbalance.png"
+def _mean_recall(cells: Sequence[Cell], runs_dir: PathLike) -> np.ndarray:
+    recalls = [[np.nan if r is None else r for r in _metrics(c, runs_dir)["test"]["per_class_recall"]]
+               for c in cells]
+    return np.nanmean(np.asarray(recalls, np.float64), axis=0)
+
+
+def long_tail(sweep_name: str, runs_dir: PathLike, out: pathlib.Path) -> pathlib.Path:
+    """Per-class test recall against training images for the sweep's method and baseline (``LONG_TAIL``)."""
+    sweep = sweeps.load_sweep(sweep_name)
+    method, baseline, grid_slug = LONG_TAIL[sweep_name]
+    cells = {m: _finished(sweep, runs_dir, m, require_all=False, grid_slug=grid_slug) for m in (method, baseline)}
+    counts = json.loads((cells[method][0].workdir(runs_dir) / "class_counts.json").read_text())["train"]
+    fig = Figure(figsize=(7.0, 4.8), constrained_layout=True)
+    point = "" if grid_slug == "default" else f", {grid_slug}"
+    draw_long_tail(fig.add_subplot(), counts, _mean_recall(cells[method], runs_dir).tolist(),
+                   label=f"{method} ({len(cells[method])} seeds)",
+                   baseline_recall=_mean_recall(cells[baseline], runs_dir).tolist(),
+                   baseline_label=f"{baseline} ({len(cells[baseline])} seeds)",
+                   title=f"{sweep_name}{point}: per-class test recall vs training images")
+    path = out / f"{sweep_name}_long_tail.png"
     fig.savefig(path, dpi=110)
     return path
 
 
-FIGURES = (asl_representations, asl_confusion, affinity_error_vs_imbalance)
+FIGURES = (asl_representations, asl_confusion,
+           *(functools.partial(long_tail, name) for name in LONG_TAIL))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -148,11 +147,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     status = 0
     for figure in FIGURES:
+        name = figure.__name__ if hasattr(figure, "__name__") else f"{figure.func.__name__}({figure.args[0]})"
         try:
-            print(f"{figure.__name__}: wrote {figure(args.runs_dir, out)}")
+            print(f"{name}: wrote {figure(args.runs_dir, out)}")
         except MissingCells as e:
             status = 1
-            print(f"{figure.__name__}: skipped, {e}")
+            print(f"{name}: skipped, {e}")
     return status
 
 
