@@ -10,7 +10,7 @@ balanced accuracy stops improving (experiments/RESULTS.md, "Budgets").
 from experiments.sweeps import Sweep
 
 BASE = "configs/fmnist4_asl.py"
-NUM_EPOCHS = 60
+NUM_EPOCHS = 40
 WIDE = {"model.head_widths": (64, 32)}
 
 SWEEP = Sweep(
