@@ -36,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.imbalance.fraction = 1.0  # step profile: fraction of n_max kept for the minority classes
     config.data.imbalance.counts = ()  # counts profile: explicit per-class counts
     config.data.label_noise = 0.0  # symmetric noise rate on the training labels
-    config.data.sampler = "class_balanced"  # random | class_balanced | square_root | progressive
+    config.data.sampler = "class_balanced"  # random | class_balanced | square_root | progressive | pk
+    config.data.pk_images_per_class = 4  # pk sampler: K images of each of batch_size / K classes per batch
     config.data.augment = ml_collections.ConfigDict()
     config.data.augment.crop_padding = 0
     config.data.augment.flip = False

@@ -20,12 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 from jax.sharding import Mesh, NamedSharding
 
 from imbalance_jax import models, objectives, optim, parallel
 from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions, build_splits, colour_histogram,
                                 load_raw_dataset)
 from imbalance_jax.data.imbalance import PROFILES
+from imbalance_jax.data.samplers import epoch_order
 from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
 
 REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
@@ -54,6 +56,7 @@ class TrainingOptions:
     seed: int
     num_epochs: int
     sampler: str
+    pk_images_per_class: int  # K of the pk sampler
     max_to_keep: int
     best_metric: str  # a key of BEST_METRICS
     evaluate_best: bool  # final evaluation on the best checkpoint (always with early stopping)
@@ -86,6 +89,7 @@ class Experiment:
     train_options: PipelineOptions
     eval_options: PipelineOptions
     extras: dict[str, dict[str, np.ndarray]]
+    warnings: tuple[str, ...] = ()  # settings that would silently do nothing (also logged at start-up)
 
     @property
     def replicated(self) -> NamedSharding:
@@ -226,10 +230,23 @@ def splits_from_config(data_config: ml_collections.ConfigDict, seed: int) -> Dat
                         counts=tuple(imb.counts), label_noise=float(data_config.label_noise))
 
 
+def _check_pk(config: ml_collections.ConfigDict, splits: DataSplits) -> None:
+    k = config.data.pk_images_per_class
+    _positive_int("config.data.pk_images_per_class", k)
+    if config.batch_size % k:
+        raise ConfigError(f"config.batch_size={config.batch_size} must be a multiple of "
+                          f"config.data.pk_images_per_class={k} (P classes × K images) for the pk sampler")
+    present = int(np.sum(np.bincount(splits.train.labels, minlength=splits.num_classes) > 0))
+    if config.batch_size // k > present:
+        raise ConfigError(f"the pk sampler needs P = config.batch_size / config.data.pk_images_per_class = "
+                          f"{config.batch_size // k} classes per batch; the training set has {present}")
+
+
 def training_options(config: ml_collections.ConfigDict) -> TrainingOptions:
     affinity = config.model.classifier == "affinity"
     return TrainingOptions(
         seed=int(config.seed), num_epochs=int(config.num_epochs), sampler=config.data.sampler,
+        pk_images_per_class=int(config.data.pk_images_per_class),
         max_to_keep=int(config.checkpoint.max_to_keep), best_metric=config.checkpoint.best_metric,
         evaluate_best=bool(config.checkpoint.evaluate_best or config.early_stopping.enabled),
         early_stopping_patience=int(config.early_stopping.patience) if config.early_stopping.enabled else None,
@@ -259,6 +276,41 @@ def _split_extras(splits: DataSplits, fields: set[str]) -> dict[str, dict[str, n
             if split is not None:
                 extras[name]["colour_hist"] = np.stack([colour_histogram(img) for img in split.images])
     return extras
+
+
+# Auxiliary losses that act on pairs / triplets of same-class images (zero on a batch without any).
+_PAIR_LOSSES = ("asl", "triplet", "semantic_triplet")
+
+
+def startup_warnings(config: ml_collections.ConfigDict, splits: DataSplits,
+                     objective: objectives.Objective) -> tuple[str, ...]:
+    """Settings that run but silently do nothing (or less than asked): DRW that never starts, a class-balanced
+    batch larger than the silk paper's bound N_MB <= N_min·K (Dorozynski & Rottensteiner, §3.3), and a pair or
+    triplet loss whose batches mostly hold no two images of one class (measured on the first epoch's order)."""
+    found = []
+    cw = config.loss.class_weighting
+    if cw.name == "drw" and int(cw.start_epoch) >= int(config.num_epochs):
+        found.append(f"config.loss.class_weighting.start_epoch={cw.start_epoch} >= config.num_epochs="
+                     f"{config.num_epochs}: DRW never re-weights (the run is plain {config.loss.name})")
+    counts = np.bincount(splits.train.labels, minlength=splits.num_classes)
+    present = counts[counts > 0]
+    if config.data.sampler == "class_balanced" and config.batch_size > present.min() * len(present):
+        found.append(f"config.batch_size={config.batch_size} > N_min·K = {present.min()}·{len(present)}: a "
+                     "class-balanced batch then repeats images of the smallest class (silk paper §3.3)")
+    pair_terms = [t.name for t in objective.aux if t.name in _PAIR_LOSSES]
+    if pair_terms:
+        order = epoch_order(splits.train.labels, splits.num_classes, config.data.sampler, int(config.seed), 0,
+                            int(config.num_epochs), batch_size=config.batch_size,
+                            images_per_class=int(config.data.pk_images_per_class))
+        steps = len(order) // config.batch_size
+        batches = splits.train.labels[order[: steps * config.batch_size]].reshape(steps, config.batch_size)
+        without = np.mean([len(np.unique(b)) == len(b) for b in batches]) if steps else 0.0
+        if without > 0.5:
+            for name in pair_terms:
+                found.append(f"config.loss.aux.{name}: {100 * without:.0f}% of the first epoch's batches hold no "
+                             "two images of one class, where the loss is 0; use a larger config.batch_size or "
+                             "config.data.sampler='pk'")
+    return tuple(found)
 
 
 def trace_model_and_objective(config: ml_collections.ConfigDict, model: models.ImageClassifier,
@@ -324,6 +376,8 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     if len(splits.train) < config.batch_size:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the training set "
                           f"({len(splits.train)} images after the imbalance); use at most {len(splits.train)}")
+    if config.data.sampler == "pk":
+        _check_pk(config, splits)
     counts = np.bincount(splits.train.labels, minlength=splits.num_classes)
     objective = objective_from_config(config.loss, counts)
     weighting = class_weighting_from_config(config.loss, counts)
@@ -336,6 +390,9 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     extras = _split_extras(splits, objective.batch_fields)
     trace_model_and_objective(config, model, objective, splits.image_shape, splits.num_classes,
                               {k: v.shape[1:] for k, v in extras["train"].items()})
+    warnings = startup_warnings(config, splits, objective)
+    for warning in warnings:
+        logging.warning("%s", warning)
     return Experiment(config, training_options(config), splits, mesh, model, objective, weighting, tx, schedule,
                       steps, _pipeline_options(config, splits, config.batch_size, True),
-                      _pipeline_options(config, splits, config.eval_batch_size, False), extras)
+                      _pipeline_options(config, splits, config.eval_batch_size, False), extras, warnings)

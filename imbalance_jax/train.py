@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from imbalance_jax import models, parallel
 from imbalance_jax.data import train_batches
-from imbalance_jax.evaluation import outputs
+from imbalance_jax.evaluation import outputs, posthoc
 from imbalance_jax.evaluation.evaluator import evaluate
 from imbalance_jax.evaluation.metrics import confusion_matrix
 from imbalance_jax.experiment import BEST_METRICS, ConfigError, Experiment, build_experiment
@@ -67,7 +67,7 @@ def train_step(state: TrainState, batch: Mapping[str, Array], *, model, objectiv
 
 def eval_step(state: TrainState, batch: Mapping[str, Array], *, model, num_classes: int,
               embedding_layer: str) -> dict[str, Array]:
-    """Confusion matrix, summed plain cross-entropy and the embedding of one (padded) global batch."""
+    """Confusion matrix, summed plain cross-entropy, the logits and the embedding of one (padded) global batch."""
     logits, features, _ = models.apply_model(model, state.params, state.batch_stats, batch["image"], train=False)
     valid = batch["valid"]
     log_p = jax.nn.log_softmax(logits.astype(jnp.float32))
@@ -75,7 +75,17 @@ def eval_step(state: TrainState, batch: Mapping[str, Array], *, model, num_class
     return {"confusion": confusion_matrix(batch["label"], jnp.argmax(logits, -1), num_classes, valid),
             "loss_sum": jnp.sum(jnp.where(valid, nll, 0.0)),
             "count": jnp.sum(valid.astype(jnp.int32)),
+            "logits": logits.astype(jnp.float32),
             "embedding": features[embedding_layer].astype(jnp.float32)}
+
+
+def compile_eval_step(exp: Experiment, model=None):
+    """The jitted eval step of ``model`` (default ``exp.model``; e.g. a TDE model with another alpha)."""
+    return jax.jit(functools.partial(eval_step, model=model or exp.model, num_classes=exp.splits.num_classes,
+                                     embedding_layer=exp.options.embedding_layer),
+                   in_shardings=(exp.replicated, exp.data_sharding),
+                   out_shardings={"confusion": exp.replicated, "loss_sum": exp.replicated, "count": exp.replicated,
+                                  "logits": exp.data_sharding, "embedding": exp.data_sharding})
 
 
 def compile_steps(exp: Experiment):
@@ -84,12 +94,7 @@ def compile_steps(exp: Experiment):
                                          schedule=exp.schedule),
                        in_shardings=(exp.replicated, exp.data_sharding),
                        out_shardings=(exp.replicated, exp.replicated), donate_argnums=0)
-    eval_fn = jax.jit(functools.partial(eval_step, model=exp.model, num_classes=exp.splits.num_classes,
-                                        embedding_layer=exp.options.embedding_layer),
-                      in_shardings=(exp.replicated, exp.data_sharding),
-                      out_shardings={"confusion": exp.replicated, "loss_sum": exp.replicated,
-                                     "count": exp.replicated, "embedding": exp.data_sharding})
-    return train_fn, eval_fn
+    return train_fn, compile_eval_step(exp)
 
 
 # ------------------------------------------------------------------------------------------- state
@@ -163,13 +168,19 @@ def restore_checkpoint(manager: ocp.CheckpointManager, step: int, like: TrainSta
     return restored["state"], restored["meta"]
 
 
+def read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+    """The loop's progress record (epoch, best value, early stopping) saved with checkpoint ``step``."""
+    return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
 # --------------------------------------------------------------------------------------- the loop
 def train_epoch(exp: Experiment, train_fn, state: TrainState, epoch: int, progress: tqdm) -> tuple[TrainState, dict]:
     step_metrics = []
     log_every = max(1, exp.steps_per_epoch // 10)
     batches = train_batches(exp.splits.train, exp.train_options, num_classes=exp.splits.num_classes,
                             sampler=exp.options.sampler, seed=exp.options.seed, epoch=epoch,
-                            num_epochs=exp.options.num_epochs, extras=exp.extras["train"])
+                            num_epochs=exp.options.num_epochs, extras=exp.extras["train"],
+                            images_per_class=exp.options.pk_images_per_class)
     for i, batch in enumerate(batches):
         state, metrics = train_fn(state, parallel.to_global(batch, exp.data_sharding))
         step_metrics.append(metrics)
@@ -210,7 +221,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, comma
     if manager.latest_step() is not None:
         state, meta = restore_checkpoint(manager, manager.latest_step(), state)
         logging.info("Resumed from %s at epoch %d", manager.directory, meta["epoch"])
-    writer = outputs.ScalarWriter(os.path.join(workdir, "tensorboard"))
+    writer = outputs.MetricWriter(os.path.join(workdir, "tensorboard"))
+    if meta["epoch"] == 0:
+        writer.write_hparams(config)
     progress = tqdm(total=opts.num_epochs * exp.steps_per_epoch, initial=meta["epoch"] * exp.steps_per_epoch,
                     desc="train", unit="step", dynamic_ncols=True, mininterval=1.0,
                     disable=jax.process_index() != 0 or opts.disable_progress_bar, file=sys.stderr)
@@ -246,9 +259,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, comma
         meta["evaluated_epoch"] = best_manager.latest_step()
         state, _ = restore_checkpoint(best_manager, best_manager.latest_step(), state)
         logging.info("Evaluating the best epoch by %s: %d", opts.best_metric, best_manager.latest_step())
+    return evaluate_and_write(exp, eval_fn, state, workdir, meta=meta, start_time=start_time, command=command,
+                              writer=writer)
+
+
+def evaluate_and_write(exp: Experiment, eval_fn, state: TrainState, workdir: str, *, meta: Mapping[str, Any],
+                       start_time: float, command: Optional[str] = None, splits: tuple[str, ...] = ("train", "val", "test"),
+                       writer: Optional[outputs.MetricWriter] = None) -> dict:
+    """The final evaluation of ``state`` on ``splits`` (those the run has), the post-hoc corrections and every
+    output file in ``workdir``; returns the metrics written to metrics.json."""
     results = {name: evaluate(exp, eval_fn, state, name, collect_embedding=True)
-               for name in ("train", "val", "test") if getattr(exp.splits, name) is not None}
+               for name in splits if getattr(exp.splits, name) is not None}
+    tde = tde_alpha_sweep(exp, state)
     return outputs.write_final_outputs(
-        workdir, config=config, results=results, class_counts=exp.splits.class_counts(),
-        class_names=list(exp.splits.class_names), embedding_layer=opts.embedding_layer, meta=meta,
-        wall_time=time.time() - start_time, command=command)
+        workdir, config=exp.config, results=results, class_counts=exp.splits.class_counts(),
+        class_names=list(exp.splits.class_names), embedding_layer=exp.options.embedding_layer, meta=meta,
+        wall_time=time.time() - start_time, command=command,
+        shot_thresholds={"many_shot_threshold": exp.options.many_shot_threshold,
+                         "few_shot_threshold": exp.options.few_shot_threshold},
+        extra_posthoc={"tde_alpha": tde} if tde else None, writer=writer, warnings=exp.warnings)
+
+
+# TDE's counterfactual strength alpha only enters inference (Tang et al. 2020, §4.2): swept without retraining.
+TDE_ALPHAS: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def tde_alpha_sweep(exp: Experiment, state: TrainState) -> Optional[dict]:
+    """For a TDE classifier with a validation split: val/test metrics for every alpha of ``TDE_ALPHAS``, alpha
+    chosen by validation balanced accuracy (``posthoc.sweep_choice``); None otherwise."""
+    if exp.model.classifier != "tde" or exp.splits.val is None:
+        return None
+    per_alpha = {}
+    for alpha in TDE_ALPHAS:
+        eval_fn = compile_eval_step(exp, exp.model.clone(tde_alpha=alpha))
+        per_alpha[alpha] = {split: evaluate(exp, eval_fn, state, split).metrics for split in ("val", "test")}
+    alpha = posthoc.sweep_choice({a: m["val"]["balanced_accuracy"] for a, m in per_alpha.items()})
+    return {"alpha": alpha, "selected_on": "val",
+            "grid": {split: {f"{a:g}": m[split]["balanced_accuracy"] for a, m in per_alpha.items()}
+                     for split in ("val", "test")},
+            "metrics": {split: {k: per_alpha[alpha][split][k] for k in posthoc.REPORTED} for split in ("val", "test")}}

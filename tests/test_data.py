@@ -208,3 +208,42 @@ def test_image_folder_from_class_dirs_and_csv(tmp_path):
     np.testing.assert_array_equal(listed.train.labels, raw.train.labels)
     with pytest.raises(DatasetError, match="config.data.dir"):
         load_raw_dataset(data_config(name="image_folder", dir=str(tmp_path / "missing")))
+
+
+def test_pk_sampler_batches_hold_p_classes_times_k_images():
+    labels = np.repeat(np.arange(6), [50, 20, 10, 5, 3, 2])
+    order = samplers.epoch_order(labels, 6, "pk", seed=0, epoch=0, batch_size=12, images_per_class=3)
+    assert len(order) == len(labels)
+    full = order[: (len(labels) // 12) * 12].reshape(-1, 12)
+    for batch in full:
+        classes, counts = np.unique(labels[batch], return_counts=True)
+        assert len(classes) == 4 and np.all(counts == 3)  # P = 12 / 3
+        assert np.all(labels[batch].reshape(4, 3) == labels[batch].reshape(4, 3)[:, :1])  # K in a row
+    # Every class with images is drawn (uniformly over classes, not over images), and the order is reproducible.
+    assert set(labels[full.ravel()]) == set(range(6))
+    np.testing.assert_array_equal(order, samplers.epoch_order(labels, 6, "pk", seed=0, epoch=0, batch_size=12,
+                                                              images_per_class=3))
+
+
+def test_pk_sampler_rejects_impossible_batches():
+    labels = np.repeat(np.arange(3), 10)
+    with pytest.raises(ValueError, match="multiple of config.data.pk_images_per_class=4"):
+        samplers.epoch_order(labels, 3, "pk", seed=0, epoch=0, batch_size=10, images_per_class=4)
+    with pytest.raises(ValueError, match="only 3 classes have training images"):
+        samplers.epoch_order(labels, 3, "pk", seed=0, epoch=0, batch_size=16, images_per_class=4)
+
+
+def test_pk_sampler_trains_and_its_batch_is_checked(tmp_path):
+    from imbalance_jax import train
+    from imbalance_jax.experiment import ConfigError, build_experiment
+    from test_train import tiny_config
+
+    config = tiny_config(**{"data.sampler": "pk", "data.pk_images_per_class": 4})
+    assert train.train_and_evaluate(config, str(tmp_path))["epochs_trained"] == 1
+    config.data.pk_images_per_class = 5
+    with pytest.raises(ConfigError, match=r"config.batch_size=32 must be a multiple of "
+                                          r"config.data.pk_images_per_class=5"):
+        build_experiment(config)
+    config.data.pk_images_per_class = 2  # P = 16 classes > 10
+    with pytest.raises(ConfigError, match="needs P = config.batch_size / config.data.pk_images_per_class = 16"):
+        build_experiment(config)

@@ -71,13 +71,14 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 
 
 def train_batches(split: ArraySplit, options: PipelineOptions, *, num_classes: int, sampler: str, seed: int,
-                  epoch: int, num_epochs: int, extras: Optional[Mapping[str, np.ndarray]] = None
-                  ) -> Iterator[dict[str, np.ndarray]]:
+                  epoch: int, num_epochs: int, extras: Optional[Mapping[str, np.ndarray]] = None,
+                  images_per_class: int = 4) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of local training batches {image float32, label int32, valid bool, *extras}.
 
     The last incomplete global batch is dropped (a training step needs a full global batch).
     """
-    order = epoch_order(split.labels, num_classes, sampler, seed, epoch, num_epochs)
+    order = epoch_order(split.labels, num_classes, sampler, seed, epoch, num_epochs,
+                        batch_size=options.global_batch_size, images_per_class=images_per_class)
     aug_seeds = np.random.default_rng([seed, 2000 + epoch]).integers(0, 2**31 - 1, size=(len(order), 2))
     order, aug_seeds = _process_slice(order, options), _process_slice(aug_seeds, options)
     tensors = _per_example_tensors(split, extras)

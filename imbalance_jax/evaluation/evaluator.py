@@ -16,8 +16,9 @@ from imbalance_jax.evaluation.metrics import classification_metrics
 class EvalResult:
     metrics: dict
     confusion: np.ndarray
-    embedding: Optional[np.ndarray] = None
+    embedding: Optional[np.ndarray] = None  # [N, D] features of the embedding layer
     labels: Optional[np.ndarray] = None
+    logits: Optional[np.ndarray] = None  # [N, C]
 
     @property
     def class_accuracy(self) -> np.ndarray:
@@ -28,7 +29,8 @@ class EvalResult:
 def evaluate(exp: Any, eval_fn: Callable, state: Any, split_name: str, *,
              collect_embedding: bool = False) -> EvalResult:
     """Runs the jitted ``eval_fn`` (``train.compile_steps``) over every example of ``exp.splits.<split_name>``
-    exactly once; ``exp`` is an :class:`imbalance_jax.experiment.Experiment`."""
+    exactly once; ``exp`` is an :class:`imbalance_jax.experiment.Experiment`. ``collect_embedding`` also
+    gathers the logits and the embedding layer's features of every example."""
     split = getattr(exp.splits, split_name)
     outputs = [eval_fn(state, parallel.to_global(batch, exp.data_sharding))
                for batch in eval_batches(split, exp.eval_options, exp.extras[split_name])]
@@ -43,4 +45,5 @@ def evaluate(exp: Any, eval_fn: Callable, state: Any, split_name: str, *,
     if not collect_embedding:
         return EvalResult(metrics, confusion)
     embeddings = np.concatenate([parallel.fetch(o["embedding"]) for o in outputs])[: len(split)]
-    return EvalResult(metrics, confusion, embeddings, split.labels)
+    logits = np.concatenate([parallel.fetch(o["logits"]) for o in outputs])[: len(split)]
+    return EvalResult(metrics, confusion, embeddings, split.labels, logits)

@@ -268,6 +268,7 @@ def write_report(
     wall_time_s: float,
     command: Optional[str] = None,
     class_names: Optional[Sequence[str]] = None,
+    sections: Sequence[str] = (),
 ) -> None:
     """Writes the run's Markdown report (report.md).
 
@@ -294,6 +295,7 @@ def write_report(
       wall_time_s: run wall-clock time in seconds.
       command: the command line that produced the run, if known.
       class_names: optional names of the classes (default: class indices).
+      sections: further Markdown sections (each with its own "## " heading), placed before the figures.
     """
     if not isinstance(metrics, Mapping) or not isinstance(class_counts, Mapping) or not isinstance(imbalance, Mapping):
         raise ValueError("metrics, imbalance and class_counts must be mappings (see the docstring).")
@@ -326,6 +328,8 @@ def write_report(
                   _markdown_table(["metric", *splits], [[n, *row] for n, row in zip(metric_names, cells)]), ""]
         lines += _metric_notes(metrics, metric_names)
         lines += _per_class_section(metrics, main_split, names, class_counts)
+    for section in sections:
+        lines += [section.rstrip("\n"), ""]
     if figures:
         lines += ["## Figures", ""]
         for figure in figures:
