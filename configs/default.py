@@ -68,6 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.focal_gamma = 2.0
     config.loss.ldam_max_margin = 0.5
     config.loss.ldam_scale = 30.0
+    config.loss.ldam_normed_classifier = True  # LDAM: cosine logits (NormedLinear of the LDAM-DRW code), scaled by s
     config.loss.logit_adjustment_tau = 1.0
     config.loss.class_weighting = ml_collections.ConfigDict()
     config.loss.class_weighting.name = "none"  # none | inverse_frequency | class_balanced | cdb | drw

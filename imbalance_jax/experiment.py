@@ -167,10 +167,26 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
 
 
 # ------------------------------------------------------------------------------------------- builders
-def model_from_config(model_config: ml_collections.ConfigDict, num_classes: int) -> models.ImageClassifier:
-    """``models.create_model`` with every field of ``config.model`` except the pretrained-weight fields."""
+def classifier_name(config: ml_collections.ConfigDict) -> str:
+    """``config.model.classifier``, except that LDAM (``config.loss.name='ldam'``) turns a linear classifier into
+    the normalised one of its reference code when ``config.loss.ldam_normed_classifier`` (the default)."""
+    if config.loss.name == "ldam" and config.loss.ldam_normed_classifier:
+        if config.model.classifier not in ("linear", "normed_linear"):
+            raise ConfigError(f"config.loss.ldam_normed_classifier=True needs config.model.classifier='linear' or "
+                              f"'normed_linear', got {config.model.classifier!r}; set "
+                              "config.loss.ldam_normed_classifier=False to keep it")
+        return "normed_linear"
+    return config.model.classifier
+
+
+def model_from_config(model_config: ml_collections.ConfigDict, num_classes: int,
+                      classifier: Optional[str] = None) -> models.ImageClassifier:
+    """``models.create_model`` with every field of ``config.model`` except the pretrained-weight fields;
+    ``classifier`` replaces ``config.model.classifier`` (see :func:`classifier_name`)."""
     options = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
                for k, v in model_config.items() if k not in _MODEL_FIELDS_READ_ELSEWHERE}
+    if classifier is not None:
+        options["classifier"] = classifier
     try:
         return models.create_model(num_classes=num_classes, **options)
     except ValueError as e:  # create_model's contract: ValueError = a bad option, named in the message
@@ -351,14 +367,14 @@ def check(config: ml_collections.ConfigDict, num_devices: int = 1, process_count
     check_fields(config, num_devices, process_count)
     classes = len(config.data.classes) or None
     if config.data.name not in NATIVE_SHAPES:
-        model_from_config(config.model, classes or 2)
+        model_from_config(config.model, classes or 2, classifier_name(config))
         objective_from_config(config.loss, np.ones(classes or 2))
         return
     shape, num_classes = NATIVE_SHAPES[config.data.name]
     num_classes = classes or num_classes
     if int(config.data.image_size):
         shape = (int(config.data.image_size), int(config.data.image_size), shape[2])
-    model = model_from_config(config.model, num_classes)
+    model = model_from_config(config.model, num_classes, classifier_name(config))
     objective = objective_from_config(config.loss, np.ones(num_classes))
     extras = {"colour_hist": colour_histogram(np.zeros((2, 2, 3), np.uint8)).shape} \
         if "colour_hist" in objective.batch_fields else {}
@@ -386,7 +402,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
                           "config.data.val_per_class (e.g. 25) or config.data.val_fraction")
     steps = count_steps(len(splits.train), config.batch_size)
     tx, schedule = optimizer_from_config(config.optimizer, steps, int(config.num_epochs))
-    model = model_from_config(config.model, splits.num_classes)
+    model = model_from_config(config.model, splits.num_classes, classifier_name(config))
     extras = _split_extras(splits, objective.batch_fields)
     trace_model_and_objective(config, model, objective, splits.image_shape, splits.num_classes,
                               {k: v.shape[1:] for k, v in extras["train"].items()})

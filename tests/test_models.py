@@ -510,3 +510,30 @@ def test_max_pool_2x2_equals_flax_max_pool_same(shape):
     g_ref = jax.grad(lambda v: jnp.sum(nn.max_pool(v, (2, 2), strides=(2, 2), padding="SAME") ** 2))(x)
     np.testing.assert_allclose(g_ours, g_ref, rtol=1e-6)
     assert np.all(np.isfinite(g_ours))
+
+
+def test_normed_linear_is_the_cosine_of_input_and_class_weight():
+    model = create_model(**model_config(name="small_cnn", classifier="normed_linear"), num_classes=5)
+    x = images((4, 8, 8, 1))
+    variables = init(model, x)
+    logits, feats = model.apply(variables, x, train=False)
+    kernel = np.asarray(variables["params"]["classifier"]["kernel"])
+    f = np.asarray(feats["classifier_input"])
+    expected = (f / np.linalg.norm(f, axis=1, keepdims=True)) @ (kernel / np.linalg.norm(kernel, axis=0))
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+    assert np.all(np.abs(np.asarray(logits)) <= 1 + 1e-6)
+
+
+def test_ldam_uses_the_normed_classifier_unless_told_not_to():
+    from configs import default
+    from imbalance_jax.experiment import ConfigError, classifier_name
+
+    config = default.get_config()
+    config.loss.name = "ldam"
+    assert classifier_name(config) == "normed_linear"
+    config.loss.ldam_normed_classifier = False
+    assert classifier_name(config) == "linear"
+    config.loss.ldam_normed_classifier = True
+    config.model.classifier = "tde"
+    with pytest.raises(ConfigError, match="config.loss.ldam_normed_classifier=True needs"):
+        classifier_name(config)

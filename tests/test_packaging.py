@@ -131,7 +131,7 @@ def test_ci_runs_the_core_install_check_and_the_readme_test_command():
 def test_docstrings_cite_no_document_outside_the_repository(folder):
     for path in [p for ext in ("*.py", "*.md") for p in (ROOT / folder).rglob(ext) if "runs" not in p.parts]:
         text = path.read_text()
-        # The design notes kept outside the repository, and any path to a Markdown file (papers/x.md) that is
+        # The design notes kept outside the repository, and any path to a Markdown file (e.g. in a papers folder) that is
         # not in it; a bare name like report.md is a run output.
         for reference in re.findall(r"DESIGN\.md|[\w.-]+(?:/[\w.-]+)+\.md", text):
             assert (ROOT / reference).is_file(), f"{path.name} cites {reference}, which is not in the repository"

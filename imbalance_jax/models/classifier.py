@@ -28,14 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from imbalance_jax.models.common import batch_norm, check_images, get_activation
-from imbalance_jax.models.heads import CosineClassifier, ProjectionHead, TDEClassifier
+from imbalance_jax.models.heads import CosineClassifier, NormedLinear, ProjectionHead, TDEClassifier
 
-CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear", "tde")
+CLASSIFIERS: tuple[str, ...] = ("affinity", "cosine", "linear", "normed_linear", "tde")
 BIAS_INITS: tuple[str, ...] = ("prior", "zeros")
 
 
 class ImageClassifier(nn.Module):
-    """Backbone + optional Dense projection head + linear / cosine / affinity / TDE classifier.
+    """Backbone + optional Dense projection head + linear / cosine / normed-linear / affinity / TDE classifier.
 
     Parameter names: "backbone", "head" (when head_widths is non-empty), "classifier" (the Dense,
     the cosine classifier, the AffinityHead, whose prototypes the affinity loss reads, or the
@@ -110,6 +110,8 @@ class ImageClassifier(nn.Module):
             return nn.Dense(self.num_classes, bias_init=self._bias_init(), name="classifier")(x)
         if self.classifier == "cosine":
             return CosineClassifier(self.num_classes, self.cosine_scale, name="classifier")(x)
+        if self.classifier == "normed_linear":
+            return NormedLinear(self.num_classes, name="classifier")(x)
         if self.classifier == "affinity":
             # Imported here so the models package works without the affinity head module.
             from imbalance_jax.models.affinity_head import AffinityHead

@@ -59,6 +59,24 @@ class CosineClassifier(nn.Module):
         return s * (x @ w)
 
 
+class NormedLinear(nn.Module):
+    """logits_c = cos(x, w_c), in [-1, 1], no scale: the classifier of the LDAM-DRW reference code (Cao et al.,
+    NeurIPS 2019; kaidic/LDAM-DRW, ``models/resnet_cifar.py``, ``NormedLinear``), whose LDAM loss multiplies the
+    logits by s = 30. Kernel drawn from U(-1, 1) as there (its column renormalisation does not change the
+    direction, which is all the forward pass uses)."""
+
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", _symmetric_uniform, (x.shape[-1], self.num_classes), jnp.float32)
+        return _unit_rows(x.astype(jnp.float32)) @ _unit_rows(kernel.T).T
+
+
+def _symmetric_uniform(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+    return jax.random.uniform(key, shape, dtype, -1.0, 1.0)
+
+
 def _uniform_fan_in(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
     """U(-1/sqrt(D), 1/sqrt(D)) for a [D, C] kernel, the initialisation of TDE's reference code."""
     limit = 1.0 / jnp.sqrt(jnp.asarray(shape[0], jnp.float32))
