@@ -105,6 +105,70 @@ def _table(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]
     return lines
 
 
+# Two-sided 95 % quantiles of Student's t with n - 1 degrees of freedom, n = 2 .. 11.
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+PAIRED_METRICS = (("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"), ("minority_f1", "Minority F1"))
+
+
+def paired_difference(values: Sequence[float]) -> str:
+    """``"+1.23 [-0.40, +2.86] (n=3)"``: mean of by-seed differences (fractions, shown in points) with the 95 %
+    Student-t interval; one difference has no interval."""
+    diffs = [100.0 * v for v in values]
+    if not diffs:
+        return "—"
+    mean, std = mean_std(diffs)
+    if std is None:
+        return f"{mean:+.2f} (n=1)"
+    half = _T975[len(diffs) - 1] * std / math.sqrt(len(diffs))
+    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n={len(diffs)})"
+
+
+def _paired(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]:
+    """Method − baseline per grid point, paired by seed, for the sweep's ``comparisons``."""
+    by_cell = {(r.cell.method, r.cell.grid_slug, r.cell.seed): r.metrics.get(split, {})
+               for r in results if r.status == "done"}
+    axes = [axis.name for axis in sweep.axes()]
+    header = ["Method − baseline", *axes, *(title for _, title in PAIRED_METRICS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, baseline in sweep.comparisons:
+        for (row_method, grid) in sweep.rows():
+            if row_method != method:
+                continue
+            slug = next(c.grid_slug for c in sweep.cells() if c.row == (row_method, grid))
+            seeds = [s for s in sweep.seeds if (method, slug, s) in by_cell and (baseline, slug, s) in by_cell]
+            values = [paired_difference([by_cell[(method, slug, s)][key] - by_cell[(baseline, slug, s)][key]
+                                         for s in seeds if by_cell[(method, slug, s)].get(key) is not None
+                                         and by_cell[(baseline, slug, s)].get(key) is not None])
+                      for key, _ in PAIRED_METRICS]
+            lines.append("| " + " | ".join([f"{method} − {baseline}", *(label for _, label in grid), *values]) + " |")
+    return lines
+
+
+def _posthoc(results: Sequence[CellResult], split: str) -> list[str]:
+    """Balanced accuracy before and after the post-hoc corrections recorded in the cells' metrics.json."""
+    rows: dict = {}
+    for r in results:
+        posthoc = (r.metrics or {}).get("posthoc", {}) if r.status == "done" else {}
+        for name, result in posthoc.items():
+            corrected = result["metrics"].get(split, {}).get("balanced_accuracy")
+            plain = r.metrics.get(split, {}).get("balanced_accuracy")
+            if corrected is None or plain is None:
+                continue
+            entry = rows.setdefault((r.cell.method, r.cell.grid_slug, name), {"plain": [], "corrected": [],
+                                                                               "values": []})
+            entry["plain"].append(plain)
+            entry["corrected"].append(corrected)
+            entry["values"].append(result["tau"] if name == "logit_adjustment" else result["alpha"])
+    if not rows:
+        return []
+    lines = ["| Method | grid | correction | chosen on val | Balanced acc. | corrected |", "|---|---|---|---|---|---|"]
+    for (method, slug, name), entry in rows.items():
+        chosen = ", ".join(f"{v:g}" for v in entry["values"])
+        lines.append(f"| {method} | {slug} | {name} | {chosen} | {format_percent(entry['plain'])} | "
+                     f"{format_percent(entry['corrected'])} |")
+    return lines
+
+
 def _training_data(results: Sequence[CellResult]) -> list[str]:
     """One line per distinct (IR, BD, minority classes) of the finished cells' ``metrics.json["imbalance"]``,
     naming the grid points (and, where a grid point's seeds differ, the cells) that have it."""
@@ -162,6 +226,15 @@ def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test", swe
               f"`{split}` metrics in %, mean ± sample standard deviation (ddof = 1) over the finished seeds "
               "(a single seed has no ±); — = no finished seed, or no class in that shot group.", ""]
     lines += _table(sweep, results, split)
+    if sweep.comparisons:
+        lines += ["", "## Paired differences", "", f"`{split}` metric of the method minus its baseline on the same "
+                  "seed (same data split and initialisation seed), in points: mean [95 % Student-t interval] over "
+                  "the seeds where both finished.", "", *_paired(sweep, results, split)]
+    posthoc = _posthoc(results, split)
+    if posthoc:
+        lines += ["", "## Post-hoc corrections", "", f"`{split}` balanced accuracy of each finished cell before and "
+                  "after the correction whose strength was chosen on the validation split (logit adjustment: τ; "
+                  "TDE: α); no retraining.", "", *posthoc]
     lines += ["", "## Training data", "", "Imbalance of the training split (IR = largest / smallest class count, "
               "BD = balance deviation; silk paper Eqs. 6-7), from each cell's `metrics.json`:", "",
               *_training_data(results)]

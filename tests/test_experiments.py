@@ -297,3 +297,28 @@ def test_sweep_file_builds_every_cell_config(name):
     cells = sweep.cells()
     assert len({c.key for c in cells}) == len(cells) == len(sweep.rows()) * len(sweep.seeds)
     assert run.validate_cells(cells) == []
+
+
+def test_paired_difference_interval_by_hand():
+    # differences 1, 2, 3 points: mean 2, sd 1, half-width t(0.975, 2) * 1 / sqrt(3) = 4.303 / 1.732 = 2.484
+    assert report.paired_difference([0.01, 0.02, 0.03]) == "+2.00 [-0.48, +4.48] (n=3)"
+    assert report.paired_difference([-0.005]) == "-0.50 (n=1)"
+    assert report.paired_difference([]) == "—"
+
+
+def test_report_paired_differences_and_posthoc(tmp_path):
+    sweep = Sweep(name="pairs", base_config="configs/default.py", methods={"Base": {}, "New": {"loss.weight": 1.0}},
+                  seeds=(0, 1, 2), comparisons=(("New", "Base"),))
+    cells = {c.key: c for c in sweep.cells()}
+    for seed in range(3):
+        _fake_cell(cells[f"base/default/seed{seed}"], tmp_path, accuracy=0.5 + 0.1 * seed)
+        _fake_cell(cells[f"new/default/seed{seed}"], tmp_path, accuracy=0.51 + 0.1 * seed + 0.01 * seed)
+    path = cells["base/default/seed0"].workdir(tmp_path) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["posthoc"] = {"logit_adjustment": {"tau": 1.0, "metrics": {"test": {"balanced_accuracy": 0.6}}}}
+    path.write_text(json.dumps(metrics))
+    text = report.render(sweep, report.collect(sweep, tmp_path))
+    assert "| New − Base | +2.00 [-0.48, +4.48] (n=3) |" in text
+    assert "| Base | default | logit_adjustment | 1 | 50.00 | 60.00 |" in text
+    with pytest.raises(ValueError, match="comparisons must be"):
+        Sweep(name="bad", base_config="configs/default.py", methods={"A": {}}, comparisons=(("A", "B"),))

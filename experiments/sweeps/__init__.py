@@ -204,6 +204,8 @@ class Sweep:
     common_overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     grid: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
     description: str = ""
+    # (method, baseline) pairs whose by-seed differences the report gives with a 95 % interval
+    comparisons: Sequence[tuple[str, str]] = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -228,6 +230,10 @@ class Sweep:
             raise ValueError(f"sweep {self.name}: seeds={self.seeds!r} has duplicates")
         _check_overrides(f"sweep {self.name}: common_overrides", self.common_overrides)
         self.axes()  # validates the grid
+        for pair in self.comparisons:
+            if len(pair) != 2 or not all(m in self.methods for m in pair):
+                raise ValueError(f"sweep {self.name}: comparisons must be (method, baseline) pairs of its methods, "
+                                 f"got {pair!r}; methods: {list(self.methods)}")
 
     def _method(self, method: str) -> tuple[str, dict[str, Value]]:
         """(config file, overrides) of one method."""

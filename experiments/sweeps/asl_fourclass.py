@@ -26,6 +26,8 @@ SWEEP = Sweep(
     },
     seeds=(0, 1, 2),
     common_overrides={"num_epochs": NUM_EPOCHS},
+    comparisons=(("ASLoss (L1)", "CE (2-D head)"), ("ASLoss (L2)", "CE (2-D head)"),
+                 ("ASLoss (cosine)", "CE (2-D head)"), ("ASLoss (L2, 32-d head)", "CE (32-d head)")),
     description="ASLoss paper Table 1: CE + ASLoss beats CE on the same network (accuracy, macro F1), L2 best; "
                 "Fig. 5: the 2-D representations of the classes are tighter and further apart.",
 )

@@ -20,6 +20,8 @@ SWEEP = Sweep(
     seeds=(0, 1, 2),
     common_overrides={"num_epochs": NUM_EPOCHS},
     grid={"data.imbalance.ratio": [100.0, 50.0, 10.0]},
+    comparisons=(("TriCDB-CE", "CDB-CE"), ("TriCDB-CE", "CE"), ("CDB-CE", "CE"), ("LDAM-DRW", "CE"),
+                 ("Logit adjustment", "CE")),
     description="TriCDB-CE paper Tables 2-3: TriCDB-CE improves on CDB-CE and on plain CE at every imbalance ratio, "
                 "and every method degrades as ρ grows.",
 )
