@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 
 class DatasetError(ValueError):
@@ -160,15 +161,67 @@ def _resize_uint8(images: np.ndarray, size: Optional[int]) -> np.ndarray:
     return np.concatenate(out) if out else images
 
 
-def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
-                          label_key="label", per_class_limit: Optional[Sequence[int]] = None) -> ArraySplit:
+def _tfds_data_dir(data_config: ml_collections.ConfigDict) -> Optional[str]:
+    """``config.data.tfds_data_dir``, or None when empty: tfds' own default ($TFDS_DATA_DIR, else
+    ~/tensorflow_datasets), never the current directory (tfds reads ``""`` as a relative path)."""
+    return os.path.expanduser(data_config.tfds_data_dir) if data_config.tfds_data_dir else None
+
+
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _missing_package(name: str, error: ModuleNotFoundError) -> DatasetError:
+    return DatasetError(f"tensorflow-datasets cannot prepare or read {name!r}: the Python package {error.name!r} is "
+                        "missing; install the pinned dependencies with `pip install -r requirements.txt`")
+
+
+def _tfds_builder(name: str, data_config: ml_collections.ConfigDict):
+    """tfds' builder of ``name`` rooted at ``config.data.tfds_data_dir`` (tfds' default when empty)."""
     import tensorflow_datasets as tfds
 
     try:
-        ds = tfds.load(name, split=split, data_dir=_get(data_config, "tfds_data_dir", None),
-                       download=bool(_get(data_config, "download", True)), shuffle_files=False)
+        return tfds.builder(name, data_dir=_tfds_data_dir(data_config))
+    except ModuleNotFoundError as e:
+        raise _missing_package(name, e) from e
+
+
+def _tfds_load(builder, name: str, split: str, data_config: ml_collections.ConfigDict):
+    """``tfds.load`` of one split; a dataset missing from the data dir is downloaded only with
+    ``config.data.download``, and every failure becomes one DatasetError saying where tfds looked and how to
+    prepare the dataset there."""
+    import tensorflow_datasets as tfds
+
+    data_dir = _tfds_data_dir(data_config)
+    where = (f"{builder.data_dir} (config.data.tfds_data_dir={data_config.tfds_data_dir!r}"
+             f"{'' if data_config.tfds_data_dir else ', empty = tfds default'})")
+    prepare = (f"prepare it with `tfds build {name} --data_dir={builder.data_dir_root}` on a machine with internet "
+               "(copy that directory here if needed and point config.data.tfds_data_dir at it)")
+    download = bool(data_config.download)
+    if download and not builder.is_prepared():
+        logging.warning("tfds dataset %r is not prepared in %s: downloading and preparing it there "
+                        "(config.data.download=True; needs internet)", name, where)
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir, download=download, shuffle_files=False)
+    except ModuleNotFoundError as e:
+        raise _missing_package(name, e) from e
     except Exception as e:  # tfds raises many types (network, missing files, not prepared)
-        raise DatasetError(f"tfds.load({name!r}, split={split!r}) failed: {type(e).__name__}: {e}") from e
+        if builder.is_prepared():
+            raise DatasetError(f"tfds.load({name!r}, split={split!r}) from {where} failed: {_one_line(e)}") from e
+        if not download:
+            raise DatasetError(f"tfds dataset {name!r} is not prepared in {where} and config.data.download=False; "
+                               f"{prepare}, or run once with internet and config.data.download=True") from e
+        raise DatasetError(f"tfds could not download and prepare {name!r} into {where}: {_one_line(e)}; without "
+                           f"internet, {prepare}") from e
+
+
+def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
+                          label_key="label", per_class_limit: Optional[Sequence[int]] = None,
+                          builder=None) -> ArraySplit:
+    import tensorflow_datasets as tfds
+
+    ds = _tfds_load(builder or _tfds_builder(name, data_config), name, split, data_config)
     size = _get(data_config, "image_size", None)
     images, labels = [], []
     taken = None if per_class_limit is None else np.zeros(len(per_class_limit), np.int64)
@@ -191,18 +244,11 @@ def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, ima
 
 
 def _load_tfds(name: str, data_config, class_names: Optional[Sequence[str]] = None) -> RawDataset:
-    import tensorflow_datasets as tfds
-
-    train = _tfds_split_to_arrays(name, "train", data_config)
-    test = _tfds_split_to_arrays(name, "test", data_config)
-    try:
-        info = tfds.builder(name, data_dir=_get(data_config, "tfds_data_dir", None)).info
-        num_classes = info.features["label"].num_classes
-        class_names = class_names or info.features["label"].names
-    except Exception:  # info unavailable offline: derive from the data
-        num_classes = int(max(train.labels.max(), test.labels.max()) + 1)
-        class_names = class_names or [str(c) for c in range(num_classes)]
-    return RawDataset(train, test, int(num_classes), list(class_names))
+    builder = _tfds_builder(name, data_config)
+    train = _tfds_split_to_arrays(name, "train", data_config, builder=builder)
+    test = _tfds_split_to_arrays(name, "test", data_config, builder=builder)
+    label = builder.info.features["label"]  # defined by the builder's code: known offline
+    return RawDataset(train, test, int(label.num_classes), list(class_names or label.names))
 
 
 def _register_tfds(name: str) -> None:
