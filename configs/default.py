@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
-    config.data.dir = ""  # dataset files (fashion_mnist IDX, image_folder root)
+    config.data.dir = ""  # dataset files (fashion_mnist IDX, image_folder root); when set, it must hold the data
     config.data.tfds_data_dir = ""  # tfds data_dir ("" = tfds' default: $TFDS_DATA_DIR, else ~/tensorflow_datasets)
     config.data.download = True  # tfds: fetch + prepare a dataset missing from tfds_data_dir (internet); False: error
     config.data.image_size = 0  # 0 = native size

@@ -1,5 +1,6 @@
 """Data sources never give a silently wrong run: tfds datasets load through tfds' real path from a prepared
-``tfds_data_dir`` (no mock_data)."""
+``tfds_data_dir`` (no mock_data), and an explicit Fashion-MNIST ``data.dir`` that does not hold the files is an error,
+never a fall-back."""
 
 import importlib
 import json
@@ -75,3 +76,31 @@ def test_affinity_mnist_config_gets_past_loading_from_a_prepared_tfds_data_dir(t
     assert counts["test"] == [3] * 10 and counts["val"] == [1] * 10  # the prepared files, not mock data
     assert counts["train"][9] == 19 and counts["train"][0] < counts["train"][9]  # step profile on 0-4
     assert 0.0 <= metrics["test"]["balanced_accuracy"] <= 1.0
+
+
+# --------------------------------------------------------------------------------------- fashion-mnist
+def test_fashion_mnist_explicit_dir_that_does_not_exist_is_an_error_not_a_fall_back(tmp_path, monkeypatch):
+    from imbalance_jax.data import sources
+    from tests.test_configs import tiny_fashion_mnist
+    (tmp_path / "system").mkdir()
+    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", tiny_fashion_mnist(tmp_path / "system"))
+    assert len(load_raw_dataset(data_config(name="fashion_mnist", dir="")).train) == 120  # the fall-back exists
+    with pytest.raises(DatasetError, match=r"config.data.dir='/nonexistent' does not exist; for fashion_mnist"):
+        load_raw_dataset(data_config(name="fashion_mnist", dir="/nonexistent"))
+    (tmp_path / "partial").mkdir()
+    (tmp_path / "partial" / "train-images-idx3-ubyte.gz").write_bytes(
+        (tmp_path / "system" / "train-images-idx3-ubyte.gz").read_bytes())
+    with pytest.raises(DatasetError, match=r"lacks the Fashion-MNIST IDX file\(s\) \['train-labels-idx1-ubyte', "
+                                           r"'t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'\]"):
+        load_raw_dataset(data_config(name="fashion_mnist", dir=str(tmp_path / "partial")))
+
+
+def test_truncated_idx_file_is_an_error_naming_it(tmp_path):
+    from tests.test_configs import tiny_fashion_mnist
+    root = tmp_path / "fmnist"
+    root.mkdir()
+    tiny_fashion_mnist(root)
+    path = root / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(DatasetError, match=rf"cannot read IDX file {path} \(EOFError: .*replace it with a fresh copy"):
+        load_raw_dataset(data_config(name="fashion_mnist", dir=str(root)))

@@ -96,15 +96,22 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Reads an IDX file (optionally gzip-compressed) into a numpy array."""
+    """Reads an IDX file (optionally gzip-compressed) into a numpy array; a corrupt or truncated file is a
+    DatasetError naming it."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise DatasetError(f"{path} is not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, ValueError, struct.error) as e:  # bad gzip, cut-off download, wrong size
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"cannot read IDX file {path} ({_one_line(e, 200)}); it is corrupt or truncated: "
+                           "replace it with a fresh copy") from e
 
 
 def _find_idx(directory: str, stem: str) -> Optional[str]:
@@ -115,37 +122,48 @@ def _find_idx(directory: str, stem: str) -> Optional[str]:
     return None
 
 
-def _load_idx_dir(directory: str) -> Optional[dict[str, ArraySplit]]:
-    splits = {}
-    for split, (img_stem, lbl_stem) in _IDX_FILES.items():
-        img, lbl = _find_idx(directory, img_stem), _find_idx(directory, lbl_stem)
-        if img is None or lbl is None:
-            return None
-        splits[split] = ArraySplit(read_idx(img)[..., None], read_idx(lbl))
-    return splits
+def _missing_idx(directory: str) -> list[str]:
+    """The IDX files (of ``_IDX_FILES``) that ``directory`` lacks, neither plain nor gzipped."""
+    return [stem for stems in _IDX_FILES.values() for stem in stems if _find_idx(directory, stem) is None]
+
+
+def _load_idx_dir(directory: str) -> dict[str, ArraySplit]:
+    """The train and test splits from the four IDX files in ``directory`` (which must all be there)."""
+    return {split: ArraySplit(read_idx(_find_idx(directory, img))[..., None], read_idx(_find_idx(directory, lbl)))
+            for split, (img, lbl) in _IDX_FILES.items()}
 
 
 @register("fashion_mnist")
 def load_fashion_mnist(data_config: ml_collections.ConfigDict) -> RawDataset:
-    """Fashion-MNIST from IDX files: ``config.data.dir``, then the Debian package's directory, then tfds."""
-    tried = []
-    for directory in (_get(data_config, "dir", None), FASHION_MNIST_DEBIAN_DIR):
-        if not directory:
-            continue
-        tried.append(directory)
+    """Fashion-MNIST from IDX files in ``config.data.dir`` when set (only there: a missing directory or file is
+    an error), else from the Debian package's directory, else through tfds."""
+    directory = data_config.dir
+    files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    if directory:
+        if not os.path.isdir(directory):
+            raise DatasetError(f"config.data.dir={directory!r} does not exist; for fashion_mnist it must be a "
+                               f"directory with the four IDX files ({files}, each optionally .gz), or leave "
+                               f"config.data.dir empty to read {FASHION_MNIST_DEBIAN_DIR} or tfds")
+        missing = _missing_idx(directory)
+        if missing:
+            raise DatasetError(f"config.data.dir={directory!r} lacks the Fashion-MNIST IDX file(s) {missing} "
+                               f"(plain or .gz); it needs all four ({files}), or leave config.data.dir empty to read "
+                               f"{FASHION_MNIST_DEBIAN_DIR} or tfds")
         splits = _load_idx_dir(directory)
-        if splits is not None:
-            return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
+        return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
+    if os.path.isdir(FASHION_MNIST_DEBIAN_DIR) and not _missing_idx(FASHION_MNIST_DEBIAN_DIR):
+        splits = _load_idx_dir(FASHION_MNIST_DEBIAN_DIR)
+        return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
     try:
         return _load_tfds("fashion_mnist", data_config, class_names=FASHION_MNIST_CLASSES)
     except DatasetError as e:
         tfds_error = str(e)
     raise DatasetError(
-        "Fashion-MNIST not found. Tried IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-        f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in: {tried}, then tfds.load('fashion_mnist') "
-        f"({tfds_error}). Get it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, puts the files in "
-        f"{FASHION_MNIST_DEBIAN_DIR}), or download the four IDX files and pass --config.data.dir=DIR, or run "
-        "`tfds build fashion_mnist` on a machine with internet.")
+        f"Fashion-MNIST not found: config.data.dir is empty, {FASHION_MNIST_DEBIAN_DIR} does not hold the IDX files "
+        f"({files}, each optionally .gz), and tfds failed ({tfds_error}). Get it with "
+        f"`apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, puts the files in {FASHION_MNIST_DEBIAN_DIR}), "
+        "or download the four IDX files and pass --config.data.dir=DIR, or run `tfds build fashion_mnist` on a "
+        "machine with internet.")
 
 
 # ------------------------------------------------------------------------------------------- tfds
