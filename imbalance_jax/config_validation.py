@@ -7,6 +7,7 @@ import ml_collections
 from imbalance_jax import models, objectives, optim
 from imbalance_jax.data import DATASETS, SAMPLERS
 from imbalance_jax.data.imbalance import PROFILES
+from imbalance_jax.data.sources import EMPTY_CLASS_FOLDERS, UNREADABLE_IMAGES
 
 REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
                    "checkpoint")
@@ -47,6 +48,8 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int, process
     data = config.data
     _one_of("config.data.name", data.name, DATASETS)
     _one_of("config.data.sampler", data.get("sampler", "random"), SAMPLERS)
+    _one_of("config.data.empty_class_folders", data.empty_class_folders, EMPTY_CLASS_FOLDERS)
+    _one_of("config.data.unreadable_images", data.unreadable_images, UNREADABLE_IMAGES)
     imb = data.get("imbalance", ml_collections.ConfigDict({"profile": "none"}))
     _one_of("config.data.imbalance.profile", imb.get("profile", "none"), PROFILES)
     if imb.get("profile") == "exponential" and not float(imb.get("ratio", 1.0)) >= 1.0:

@@ -514,6 +514,7 @@ def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, met
     metrics["epochs_trained"] = meta["epoch"]
     metrics["stopped_early"] = meta["stopped_early"]
     metrics["evaluated_epoch"] = meta.get("evaluated_epoch", meta["epoch"])
+    metrics["data"] = exp.splits.load_summary()
     _write_json(os.path.join(workdir, "metrics.json"), metrics)
     figures = []
     if jax.process_index() == 0:
@@ -532,7 +533,7 @@ def write_outputs(exp: Experiment, eval_fn, state: TrainState, workdir: str, met
         write_report(os.path.join(workdir, "report.md"), title=f"imbalance_jax run: {exp.config.data.name}",
                      config_text=str(exp.config), metrics={k: metrics[k] for k in results},
                      imbalance={"train": metrics["imbalance"]}, class_counts=counts, figures=figures,
-                     wall_time_s=wall_time, command=_command_line(), class_names=names)
+                     wall_time_s=wall_time, command=_command_line(), class_names=names, data=metrics["data"])
         print(f"\nTest metrics after {meta['epoch']} epochs ({wall_time:.1f} s), outputs in {workdir}:\n{table}",
               flush=True)
     return metrics

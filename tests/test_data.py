@@ -21,6 +21,7 @@ def data_config(**kw):
     cfg = ml_collections.ConfigDict({
         "name": "digits", "dir": "", "tfds_data_dir": "", "image_size": 0, "test_fraction": 0.2,
         "val_per_class": 10, "val_fraction": 0.0, "label_noise": 0.0, "sampler": "random", "download": False,
+        "empty_class_folders": "error", "unreadable_images": "error",
         "imbalance": {"profile": "exponential", "ratio": 10.0, "minority_classes": (), "fraction": 1.0,
                       "counts": ()}})
     cfg.update(kw)

@@ -1,17 +1,22 @@
 """Data sources never give a silently wrong run: tfds datasets load through tfds' real path from a prepared
-``tfds_data_dir`` (no mock_data), and an explicit Fashion-MNIST ``data.dir`` that does not hold the files is an error,
-never a fall-back."""
+``tfds_data_dir`` (no mock_data), and a missing directory, an empty class folder or an unreadable image is one clear
+error (or, with an explicit option, a warned drop / a skip counted in the run's report)."""
 
 import importlib
 import json
+import logging
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from imbalance_jax import train
+from imbalance_jax.config_validation import ConfigError, validate_config
 from imbalance_jax.data.sources import DatasetError, load_raw_dataset
 from tests.test_data import data_config
+from tests.test_train import REPO, tiny_config
 from tests.tfds_fakes import prepare_offline
 
 
@@ -104,3 +109,107 @@ def test_truncated_idx_file_is_an_error_naming_it(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(DatasetError, match=rf"cannot read IDX file {path} \(EOFError: .*replace it with a fresh copy"):
         load_raw_dataset(data_config(name="fashion_mnist", dir=str(root)))
+
+
+# ----------------------------------------------------------------------------------------- image folder
+def image_folder(root, counts: dict, truncated: str = "") -> str:
+    """``root/<class>/<i>.jpg`` with ``counts[class]`` images (0: an empty folder); ``truncated`` = "class/name.jpg"
+    adds a JPEG cut off half-way (an interrupted copy)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            colour = rng.integers(0, 255, 3)
+            Image.fromarray(np.clip(rng.normal(colour, 20, (16, 16, 3)), 0, 255).astype(np.uint8)).save(
+                root / cls / f"{i}.jpg")
+    if truncated:
+        data = (root / next(c for c, n in counts.items() if n) / "0.jpg").read_bytes()
+        (root / truncated).write_bytes(data[: len(data) // 2])
+    return str(root)
+
+
+def test_empty_class_folder_is_an_error_naming_it(tmp_path):
+    root = image_folder(tmp_path / "images", {"cat": 3, "dog": 3, "owl": 0})
+    with pytest.raises(DatasetError) as info:
+        load_raw_dataset(data_config(name="image_folder", dir=root, image_size=8))
+    assert (f"config.data.dir='{root}': empty class 'owl' (folder {root}/owl has no images" in str(info.value)
+            and "config.data.empty_class_folders='drop'" in str(info.value))
+
+
+def test_empty_class_folder_is_dropped_with_a_warning_when_asked(tmp_path, caplog):
+    root = image_folder(tmp_path / "images", {"cat": 3, "dog": 3, "owl": 0})
+    with caplog.at_level(logging.WARNING):
+        raw = load_raw_dataset(data_config(name="image_folder", dir=root, image_size=8,
+                                           empty_class_folders="drop"))
+    assert raw.class_names == ["cat", "dog"] and len(raw.train) == 6
+    assert "dropping class 'owl'" in caplog.text and f"{root}/owl" in caplog.text
+    assert raw.dropped_classes[0].startswith("owl (folder ")
+
+
+def test_unreadable_image_is_an_error_naming_the_file(tmp_path):
+    root = image_folder(tmp_path / "images", {"cat": 3, "dog": 3}, truncated="dog/broken.jpg")
+    with pytest.raises(DatasetError) as info:
+        load_raw_dataset(data_config(name="image_folder", dir=root, image_size=8))
+    message = str(info.value)
+    assert f"cannot read image {root}/dog/broken.jpg (OSError:" in message
+    assert "config.data.unreadable_images='skip'" in message and "\n" not in message
+
+
+def test_unreadable_images_skipped_and_empty_class_dropped_are_in_metrics_and_report(tmp_path):
+    root = image_folder(tmp_path / "images", {"cat": 12, "dog": 12, "owl": 0, "yak": 12}, truncated="dog/broken.jpg")
+    (tmp_path / "images" / "yak" / "notes.jpg").write_text("not an image")
+    config = tiny_config(**{"data.name": "image_folder", "data.dir": root, "data.image_size": 16,
+                            "data.val_per_class": 1, "data.imbalance.profile": "none", "batch_size": 8,
+                            "eval_batch_size": 8, "data.empty_class_folders": "drop",
+                            "data.unreadable_images": "skip"})
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    data = json.loads((tmp_path / "run" / "metrics.json").read_text())["data"]
+    assert data["skipped_images"] == 2 and data["dropped_classes"][0].startswith("owl (folder")
+    assert [s.split(" (")[0] for s in data["skipped_images_first"]] == [f"{root}/dog/broken.jpg",
+                                                                          f"{root}/yak/notes.jpg"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "- unreadable images skipped: 2, empty classes dropped: 1" in report
+    assert f"- `{root}/dog/broken.jpg (OSError:" in report and "- owl (folder" in report
+    counts = json.loads((tmp_path / "run" / "class_counts.json").read_text())
+    assert counts["class_names"] == ["cat", "dog", "yak"]
+
+
+def test_class_with_only_unreadable_images_counts_as_empty(tmp_path):
+    root = image_folder(tmp_path / "images", {"cat": 3, "dog": 3, "owl": 0})
+    (tmp_path / "images" / "owl" / "0.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    with pytest.raises(DatasetError, match=r"empty class 'owl' \(all its 1 train images are unreadable\)"):
+        load_raw_dataset(data_config(name="image_folder", dir=root, image_size=8, unreadable_images="skip"))
+
+
+def test_invalid_data_options_are_config_errors():
+    for field in ("empty_class_folders", "unreadable_images"):
+        with pytest.raises(ConfigError, match=rf"config.data.{field}='maybe' is not valid; allowed: \["):
+            validate_config(tiny_config(**{f"data.{field}": "maybe"}), num_devices=1)
+
+
+# -------------------------------------------------------------------------------- through the entry point
+@pytest.mark.parametrize("case", ["mnist_not_prepared", "fashion_mnist_dir_missing", "empty_class", "corrupt_jpeg"])
+def test_main_reports_data_errors_in_one_line_without_traceback(tmp_path, case):
+    if case == "mnist_not_prepared":
+        overrides = ["--config.data.name=mnist", f"--config.data.tfds_data_dir={tmp_path}/tfds",
+                     "--config.data.download=False"]
+        expected = f"error: tfds dataset 'mnist' is not prepared in {tmp_path}/tfds/mnist/3.0.1"
+    elif case == "fashion_mnist_dir_missing":
+        overrides = ["--config.data.name=fashion_mnist", "--config.data.dir=/nonexistent"]
+        expected = "error: config.data.dir='/nonexistent' does not exist"
+    elif case == "empty_class":
+        root = image_folder(tmp_path / "images", {"cat": 3, "owl": 0})
+        overrides, expected = ["--config.data.name=image_folder", f"--config.data.dir={root}"], "empty class 'owl'"
+    else:
+        root = image_folder(tmp_path / "images", {"cat": 3}, truncated="cat/x.jpg")
+        overrides = ["--config.data.name=image_folder", f"--config.data.dir={root}"]
+        expected = f"cannot read image {root}/cat/x.jpg"
+    result = subprocess.run(
+        [sys.executable, "-m", "imbalance_jax.main", "--config=configs/default.py", f"--workdir={tmp_path}/run",
+         "--config.num_devices=1", *overrides], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr[-2000:]
+

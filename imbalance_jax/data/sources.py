@@ -3,6 +3,11 @@
 A source is a function ``(data_config) -> RawDataset``. Sources with an official test split return it;
 sources without one (digits, the CelebA 4-class task, a flat image folder) return ``test=None`` and
 the split builder carves a balanced test split per class (``config.data.test_fraction``).
+
+Nothing falls back silently: an explicit ``data.dir`` must hold the data, an empty class folder and an
+unreadable image stop the load (unless ``data.empty_class_folders="drop"`` / ``data.unreadable_images="skip"``,
+whose drops and skips travel with the dataset into the run's report), and tfds reads ``data.tfds_data_dir``
+(empty: tfds' own default) and says how to prepare a dataset it does not find there.
 """
 
 from __future__ import annotations
@@ -46,10 +51,20 @@ class ArraySplit:
 
 @dataclasses.dataclass
 class RawDataset:
+    """A loaded source; ``skipped_images`` ("path (error)") and ``dropped_classes`` ("name (why)") record what
+    ``data.unreadable_images="skip"`` and ``data.empty_class_folders="drop"`` left out."""
+
     train: ArraySplit
     test: Optional[ArraySplit]
     num_classes: int
     class_names: Sequence[str]
+    skipped_images: Sequence[str] = ()
+    dropped_classes: Sequence[str] = ()
+
+
+# Allowed values of config.data.empty_class_folders and config.data.unreadable_images (first = default).
+EMPTY_CLASS_FOLDERS = ("error", "drop")
+UNREADABLE_IMAGES = ("error", "skip")
 
 
 SourceFn = Callable[[ml_collections.ConfigDict], RawDataset]
@@ -306,32 +321,58 @@ def load_celeb_a(data_config: ml_collections.ConfigDict) -> RawDataset:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def _decode_images(paths: Sequence[str], size: int, channels: int) -> np.ndarray:
+def _choice(data_config: ml_collections.ConfigDict, field: str, allowed: Sequence[str]) -> str:
+    value = data_config[field]
+    if value not in allowed:
+        raise DatasetError(f"config.data.{field}={value!r} is not valid; allowed: {list(allowed)}")
+    return value
+
+
+def _decode_images(paths: Sequence[str], size: int, channels: int, unreadable: str,
+                   root: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """Decodes and resizes every readable file of ``paths``. Returns the images, their indices in ``paths`` and
+    "path (error)" for each unreadable file, which ``unreadable="error"`` turns into a DatasetError naming it."""
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(paths), size, size, channels), np.uint8)
+    kept, skipped = [], []
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img = img.convert(mode).resize((size, size), Image.BILINEAR)
-            out[i] = np.asarray(img).reshape(size, size, channels)
-    return out
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode).resize((size, size), Image.BILINEAR)
+                out[len(kept)] = np.asarray(img).reshape(size, size, channels)
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on corrupt or truncated files
+            if unreadable == "error":
+                raise DatasetError(f"config.data.dir={root!r}: cannot read image {path} ({_one_line(e, 200)}); fix or "
+                                   "remove the file, or set config.data.unreadable_images='skip' to skip unreadable "
+                                   "images (they are counted and listed in the run's report)") from e
+            skipped.append(f"{path} ({_one_line(e, 200)})")
+            logging.warning("skipping unreadable image %s (config.data.unreadable_images='skip')", skipped[-1])
+            continue
+        kept.append(i)
+    return out[:len(kept)], kept, skipped
 
 
-def _scan_class_folders(root: str) -> tuple[list[str], list[str], list[str]]:
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+def _scan_class_folders(root: str) -> tuple[list[str], list[str], dict[str, str]]:
+    """Image paths under ``root/<class>/`` (recursively), their class names, and every class folder by name
+    (including folders without images)."""
+    folders = {d: os.path.join(root, d) for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))}
     paths, names = [], []
-    for cls in classes:
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, cls))):
+    for cls, folder in folders.items():
+        for dirpath, _, files in sorted(os.walk(folder)):
             for f in sorted(files):
                 if f.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(dirpath, f))
                     names.append(cls)
-    return paths, names, classes
+    return paths, names, folders
 
 
-def _read_list_file(path: str, root: str, label_column: str) -> tuple[list[str], list[str]]:
+def _read_list_file(path: str, root: str, label_column: str, field: str) -> tuple[list[str], list[str]]:
     """CSV with a header (columns ``path`` and ``label_column``) or a TXT list of ``path label`` lines."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"config.data.{field}: list file {path} does not exist (paths are relative to "
+                           f"config.data.dir={root!r})")
     paths, names = [], []
     with open(path, newline="") as f:
         if path.endswith(".csv"):
@@ -348,39 +389,86 @@ def _read_list_file(path: str, root: str, label_column: str) -> tuple[list[str],
     return paths, names
 
 
+def _empty_classes_to_drop(empty: dict[str, str], policy: str, root: str) -> list[str]:
+    """``empty`` maps class name -> why it has no images. ``policy="error"`` raises one DatasetError naming
+    them; ``"drop"`` warns about each by name and returns "name (why)" for the report."""
+    if not empty:
+        return []
+    described = [f"{cls!r} ({why})" for cls, why in empty.items()]
+    if policy == "error":
+        more = f" and {len(described) - 3} more" if len(described) > 3 else ""
+        raise DatasetError(f"config.data.dir={root!r}: empty class {', '.join(described[:3])}{more}; add images "
+                           "or remove the folder, or set config.data.empty_class_folders='drop' to drop such classes "
+                           "with a warning")
+    for cls, why in empty.items():
+        logging.warning("dropping class %r from every split: %s (config.data.empty_class_folders='drop')", cls, why)
+    return [f"{cls} ({why})" for cls, why in empty.items()]
+
+
+def _class_order(names) -> list[str]:
+    return sorted(set(names), key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+
+
 @register("image_folder")
 def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
     """Images from ``data.dir``: ``<dir>/<class>/*.jpg``, or ``<dir>/train`` and ``<dir>/test`` of that form,
     or list files ``data.train_list`` / ``data.test_list`` (CSV with ``path`` + ``data.label_column``, or
     TXT ``path label`` lines; paths relative to ``data.dir``; ``data.variable``, when set, names the CSV
     column, as in SILKNOW's one-column-per-variable lists; rows with an empty label are skipped). Images are decoded and resized to
-    ``data.image_size`` at load time (fine for datasets up to tens of thousands of images)."""
+    ``data.image_size`` at load time (fine for datasets up to tens of thousands of images).
+
+    A class folder without images, or a class whose every image in a split is unreadable, is an error unless
+    ``data.empty_class_folders="drop"`` (the class leaves every split, with a warning); an unreadable image is
+    an error naming the file unless ``data.unreadable_images="skip"``."""
     root = _get(data_config, "dir", None)
     if not root or not os.path.isdir(root):
         raise DatasetError(f"config.data.dir={root!r} is not a directory; image_folder needs "
                            "<dir>/<class>/*.jpg (or train/ and test/ of that form, or list files)")
+    empty_policy = _choice(data_config, "empty_class_folders", EMPTY_CLASS_FOLDERS)
+    unreadable_policy = _choice(data_config, "unreadable_images", UNREADABLE_IMAGES)
     size = int(_get(data_config, "image_size", 0) or 64)
     channels = int(_get(data_config, "channels", 3))
     label_column = _get(data_config, "variable", "") or _get(data_config, "label_column", "label")
     train_list, test_list = _get(data_config, "train_list", None), _get(data_config, "test_list", None)
+    empty: dict[str, str] = {}
     if train_list:
-        split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column)}
+        split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column, "train_list")}
         if test_list:
-            split_entries["test"] = _read_list_file(os.path.join(root, test_list), root, label_column)
-    elif os.path.isdir(os.path.join(root, "train")):
-        split_entries = {s: _scan_class_folders(os.path.join(root, s))[:2] for s in ("train", "test")
-                         if os.path.isdir(os.path.join(root, s))}
+            split_entries["test"] = _read_list_file(os.path.join(root, test_list), root, label_column, "test_list")
     else:
-        split_entries = {"train": _scan_class_folders(root)[:2]}
-    class_names = sorted({n for paths, names in split_entries.values() for n in names},
-                         key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+        split_roots = ({s: os.path.join(root, s) for s in ("train", "test") if os.path.isdir(os.path.join(root, s))}
+                       if os.path.isdir(os.path.join(root, "train")) else {"train": root})
+        split_entries = {}
+        for split, split_root in split_roots.items():
+            paths, names, folders = _scan_class_folders(split_root)
+            split_entries[split] = (paths, names)
+            present = set(names)
+            for cls, folder in folders.items():
+                if cls not in present:
+                    empty.setdefault(cls, f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    dropped = _empty_classes_to_drop(empty, empty_policy, root)
+    split_entries = {split: ([p for p, n in zip(paths, names) if n not in empty],
+                             [n for n in names if n not in empty]) for split, (paths, names) in split_entries.items()}
+    class_names = _class_order(n for _, names in split_entries.values() for n in names)
     if not class_names:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under config.data.dir={root!r}")
-    index = {n: i for i, n in enumerate(class_names)}
-    splits = {}
+    splits, skipped, unreadable_classes = {}, [], {}
     for split, (paths, names) in split_entries.items():
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             raise DatasetError(f"{len(missing)} listed images do not exist, e.g. {missing[:3]}")
-        splits[split] = ArraySplit(_decode_images(paths, size, channels), np.array([index[n] for n in names]))
-    return RawDataset(splits["train"], splits.get("test"), len(class_names), class_names)
+        images, kept, split_skipped = _decode_images(paths, size, channels, unreadable_policy, root)
+        skipped += split_skipped
+        labels = [names[i] for i in kept]
+        for cls in sorted(set(names) - set(labels)):
+            unreadable_classes.setdefault(cls, f"all its {names.count(cls)} {split} images are unreadable")
+        splits[split] = (images, labels)
+    dropped += _empty_classes_to_drop(unreadable_classes, empty_policy, root)
+    class_names = [n for n in class_names if n not in unreadable_classes]
+    index = {n: i for i, n in enumerate(class_names)}
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        keep = [i for i, n in enumerate(labels) if n in index]
+        arrays[split] = ArraySplit(images[keep], np.array([index[labels[i]] for i in keep], np.int64))
+    return RawDataset(arrays["train"], arrays.get("test"), len(class_names), class_names,
+                      skipped_images=tuple(skipped), dropped_classes=tuple(dropped))
