@@ -22,8 +22,11 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"
-    config.data.dir = ""  # dataset files (fashion_mnist IDX, image_folder root)
-    config.data.tfds_data_dir = ""  # tfds data_dir ("" = tfds default)
+    config.data.dir = ""  # dataset files (fashion_mnist IDX, image_folder root); when set, it must hold the data
+    config.data.tfds_data_dir = ""  # tfds data_dir ("" = tfds' default: $TFDS_DATA_DIR, else ~/tensorflow_datasets)
+    config.data.download = True  # tfds: fetch + prepare a dataset missing from tfds_data_dir (internet); False: error
+    config.data.empty_class_folders = "error"  # image_folder, a class without images: "error" | "drop" (warns)
+    config.data.unreadable_images = "error"  # image_folder, an undecodable file: "error" | "skip" (listed in report.md)
     config.data.image_size = 0  # 0 = native size
     config.data.classes = ()  # keep only these source class ids, relabelled 0..K-1 in this order (() = all)
     config.data.test_fraction = 0.2  # balanced test split per class, used when the source has no test split

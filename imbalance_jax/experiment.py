@@ -28,6 +28,7 @@ from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions,
                                 load_raw_dataset)
 from imbalance_jax.data.imbalance import PROFILES
 from imbalance_jax.data.samplers import epoch_order
+from imbalance_jax.data.sources import EMPTY_CLASS_FOLDERS, UNREADABLE_IMAGES
 from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
 
 REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
@@ -132,6 +133,8 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     data = config.data
     _one_of("config.data.name", data.name, DATASETS)
     _one_of("config.data.sampler", data.sampler, SAMPLERS)
+    _one_of("config.data.empty_class_folders", data.empty_class_folders, EMPTY_CLASS_FOLDERS)
+    _one_of("config.data.unreadable_images", data.unreadable_images, UNREADABLE_IMAGES)
     imb = data.imbalance
     _one_of("config.data.imbalance.profile", imb.profile, PROFILES)
     if imb.profile == "exponential" and not float(imb.ratio) >= 1.0:

@@ -277,7 +277,8 @@ def evaluate_and_write(exp: Experiment, eval_fn, state: TrainState, workdir: str
         wall_time=time.time() - start_time, command=command,
         shot_thresholds={"many_shot_threshold": exp.options.many_shot_threshold,
                          "few_shot_threshold": exp.options.few_shot_threshold},
-        extra_posthoc={"tde_alpha": tde} if tde else None, writer=writer, warnings=exp.warnings)
+        extra_posthoc={"tde_alpha": tde} if tde else None, writer=writer, warnings=exp.warnings,
+        data_summary=exp.splits.load_summary())
 
 
 # TDE's counterfactual strength alpha only enters inference (Tang et al. 2020, §4.2): swept without retraining.

@@ -18,3 +18,17 @@ import tensorflow as tf  # noqa: E402
 
 # tf.data must never grab an accelerator or all host threads away from JAX in tests.
 tf.config.set_visible_devices([], "GPU")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_dataset_downloads(monkeypatch):
+    """No test reaches the network for a dataset: tfds' downloader refuses at once (offline it would retry for
+    minutes). Tests that prepare a tfds dataset serve its files locally (tests/tfds_fakes.py)."""
+    from tensorflow_datasets.core.download import downloader
+
+    def refuse(self, url, destination_path, verify=True):
+        raise ConnectionError(f"tests must not download datasets (tried {url})")
+
+    monkeypatch.setattr(downloader._Downloader, "download", refuse)

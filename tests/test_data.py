@@ -21,6 +21,7 @@ def data_config(**kw):
     cfg = ml_collections.ConfigDict({
         "name": "digits", "dir": "", "tfds_data_dir": "", "image_size": 0, "test_fraction": 0.2, "classes": (),
         "val_per_class": 10, "val_fraction": 0.0, "label_noise": 0.0, "sampler": "random", "download": False,
+        "empty_class_folders": "error", "unreadable_images": "error",
         "imbalance": {"profile": "exponential", "ratio": 10.0, "minority_classes": (), "fraction": 1.0,
                       "counts": ()}})
     cfg.update(kw)
@@ -167,11 +168,11 @@ def test_missing_fashion_mnist_names_paths_and_remedy(tmp_path, monkeypatch):
     from imbalance_jax.data import sources
     monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(DatasetError) as info:
-        load_raw_dataset(data_config(name="fashion_mnist", dir=str(tmp_path / "empty"),
-                                     tfds_data_dir=str(tmp_path / "tfds")))
+        load_raw_dataset(data_config(name="fashion_mnist", dir="", tfds_data_dir=str(tmp_path / "tfds")))
     message = str(info.value)
-    assert str(tmp_path / "empty") in message and str(tmp_path / "nowhere") in message
+    assert str(tmp_path / "nowhere") in message and str(tmp_path / "tfds") in message
     assert "apt-get install -y dataset-fashion-mnist" in message and "--config.data.dir" in message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("name, shape, classes", [("mnist", (28, 28, 1), 10), ("cifar10", (32, 32, 3), 10)])

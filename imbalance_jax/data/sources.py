@@ -3,6 +3,11 @@
 A source is a function ``(data_config) -> RawDataset``. Sources with an official test split return it;
 sources without one (digits, the CelebA 4-class task, a flat image folder) return ``test=None`` and
 the split builder carves a balanced test split per class (``config.data.test_fraction``).
+
+Nothing falls back silently: an explicit ``data.dir`` must hold the data, an empty class folder and an
+unreadable image stop the load (unless ``data.empty_class_folders="drop"`` / ``data.unreadable_images="skip"``,
+whose drops and skips travel with the dataset into the run's report), and tfds reads ``data.tfds_data_dir``
+(empty: tfds' own default) and says how to prepare a dataset it does not find there.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Callable, Optional, Sequence
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 
 class DatasetError(ValueError):
@@ -45,10 +51,20 @@ class ArraySplit:
 
 @dataclasses.dataclass
 class RawDataset:
+    """A loaded source; ``skipped_images`` ("path (error)") and ``dropped_classes`` ("name (why)") record what
+    ``data.unreadable_images="skip"`` and ``data.empty_class_folders="drop"`` left out."""
+
     train: ArraySplit
     test: Optional[ArraySplit]
     num_classes: int
     class_names: Sequence[str]
+    skipped_images: Sequence[str] = ()
+    dropped_classes: Sequence[str] = ()
+
+
+# Allowed values of config.data.empty_class_folders and config.data.unreadable_images (first = default).
+EMPTY_CLASS_FOLDERS = ("error", "drop")
+UNREADABLE_IMAGES = ("error", "skip")
 
 
 SourceFn = Callable[[ml_collections.ConfigDict], RawDataset]
@@ -95,15 +111,22 @@ _IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 
 
 def read_idx(path: str) -> np.ndarray:
-    """Reads an IDX file (optionally gzip-compressed) into a numpy array."""
+    """Reads an IDX file (optionally gzip-compressed) into a numpy array; a corrupt or truncated file is a
+    DatasetError naming it."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DatasetError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype_code != 0x08:
+            raise DatasetError(f"{path} is not an unsigned-byte IDX file")
+        shape = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, ValueError, struct.error) as e:  # bad gzip, cut-off download, wrong size
+        if isinstance(e, DatasetError):
+            raise
+        raise DatasetError(f"cannot read IDX file {path} ({_one_line(e, 200)}); it is corrupt or truncated: "
+                           "replace it with a fresh copy") from e
 
 
 def _find_idx(directory: str, stem: str) -> Optional[str]:
@@ -114,37 +137,48 @@ def _find_idx(directory: str, stem: str) -> Optional[str]:
     return None
 
 
-def _load_idx_dir(directory: str) -> Optional[dict[str, ArraySplit]]:
-    splits = {}
-    for split, (img_stem, lbl_stem) in _IDX_FILES.items():
-        img, lbl = _find_idx(directory, img_stem), _find_idx(directory, lbl_stem)
-        if img is None or lbl is None:
-            return None
-        splits[split] = ArraySplit(read_idx(img)[..., None], read_idx(lbl))
-    return splits
+def _missing_idx(directory: str) -> list[str]:
+    """The IDX files (of ``_IDX_FILES``) that ``directory`` lacks, neither plain nor gzipped."""
+    return [stem for stems in _IDX_FILES.values() for stem in stems if _find_idx(directory, stem) is None]
+
+
+def _load_idx_dir(directory: str) -> dict[str, ArraySplit]:
+    """The train and test splits from the four IDX files in ``directory`` (which must all be there)."""
+    return {split: ArraySplit(read_idx(_find_idx(directory, img))[..., None], read_idx(_find_idx(directory, lbl)))
+            for split, (img, lbl) in _IDX_FILES.items()}
 
 
 @register("fashion_mnist")
 def load_fashion_mnist(data_config: ml_collections.ConfigDict) -> RawDataset:
-    """Fashion-MNIST from IDX files: ``config.data.dir``, then the Debian package's directory, then tfds."""
-    tried = []
-    for directory in (_get(data_config, "dir", None), FASHION_MNIST_DEBIAN_DIR):
-        if not directory:
-            continue
-        tried.append(directory)
+    """Fashion-MNIST from IDX files in ``config.data.dir`` when set (only there: a missing directory or file is
+    an error), else from the Debian package's directory, else through tfds."""
+    directory = data_config.dir
+    files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    if directory:
+        if not os.path.isdir(directory):
+            raise DatasetError(f"config.data.dir={directory!r} does not exist; for fashion_mnist it must be a "
+                               f"directory with the four IDX files ({files}, each optionally .gz), or leave "
+                               f"config.data.dir empty to read {FASHION_MNIST_DEBIAN_DIR} or tfds")
+        missing = _missing_idx(directory)
+        if missing:
+            raise DatasetError(f"config.data.dir={directory!r} lacks the Fashion-MNIST IDX file(s) {missing} "
+                               f"(plain or .gz); it needs all four ({files}), or leave config.data.dir empty to read "
+                               f"{FASHION_MNIST_DEBIAN_DIR} or tfds")
         splits = _load_idx_dir(directory)
-        if splits is not None:
-            return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
+        return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
+    if os.path.isdir(FASHION_MNIST_DEBIAN_DIR) and not _missing_idx(FASHION_MNIST_DEBIAN_DIR):
+        splits = _load_idx_dir(FASHION_MNIST_DEBIAN_DIR)
+        return RawDataset(splits["train"], splits["test"], 10, FASHION_MNIST_CLASSES)
     try:
         return _load_tfds("fashion_mnist", data_config, class_names=FASHION_MNIST_CLASSES)
     except DatasetError as e:
         tfds_error = str(e)
     raise DatasetError(
-        "Fashion-MNIST not found. Tried IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
-        f"t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]) in: {tried}, then tfds.load('fashion_mnist') "
-        f"({tfds_error}). Get it with `apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, puts the files in "
-        f"{FASHION_MNIST_DEBIAN_DIR}), or download the four IDX files and pass --config.data.dir=DIR, or run "
-        "`tfds build fashion_mnist` on a machine with internet.")
+        f"Fashion-MNIST not found: config.data.dir is empty, {FASHION_MNIST_DEBIAN_DIR} does not hold the IDX files "
+        f"({files}, each optionally .gz), and tfds failed ({tfds_error}). Get it with "
+        f"`apt-get install -y dataset-fashion-mnist` (Debian/Ubuntu, puts the files in {FASHION_MNIST_DEBIAN_DIR}), "
+        "or download the four IDX files and pass --config.data.dir=DIR, or run `tfds build fashion_mnist` on a "
+        "machine with internet.")
 
 
 # ------------------------------------------------------------------------------------------- tfds
@@ -160,15 +194,67 @@ def _resize_uint8(images: np.ndarray, size: Optional[int]) -> np.ndarray:
     return np.concatenate(out) if out else images
 
 
-def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
-                          label_key="label", per_class_limit: Optional[Sequence[int]] = None) -> ArraySplit:
+def _tfds_data_dir(data_config: ml_collections.ConfigDict) -> Optional[str]:
+    """``config.data.tfds_data_dir``, or None when empty: tfds' own default ($TFDS_DATA_DIR, else
+    ~/tensorflow_datasets), never the current directory (tfds reads ``""`` as a relative path)."""
+    return os.path.expanduser(data_config.tfds_data_dir) if data_config.tfds_data_dir else None
+
+
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _missing_package(name: str, error: ModuleNotFoundError) -> DatasetError:
+    return DatasetError(f"tensorflow-datasets cannot prepare or read {name!r}: the Python package {error.name!r} is "
+                        "missing; install the pinned dependencies with `pip install -r requirements.txt`")
+
+
+def _tfds_builder(name: str, data_config: ml_collections.ConfigDict):
+    """tfds' builder of ``name`` rooted at ``config.data.tfds_data_dir`` (tfds' default when empty)."""
     import tensorflow_datasets as tfds
 
     try:
-        ds = tfds.load(name, split=split, data_dir=_get(data_config, "tfds_data_dir", None),
-                       download=bool(_get(data_config, "download", True)), shuffle_files=False)
+        return tfds.builder(name, data_dir=_tfds_data_dir(data_config))
+    except ModuleNotFoundError as e:
+        raise _missing_package(name, e) from e
+
+
+def _tfds_load(builder, name: str, split: str, data_config: ml_collections.ConfigDict):
+    """``tfds.load`` of one split; a dataset missing from the data dir is downloaded only with
+    ``config.data.download``, and every failure becomes one DatasetError saying where tfds looked and how to
+    prepare the dataset there."""
+    import tensorflow_datasets as tfds
+
+    data_dir = _tfds_data_dir(data_config)
+    where = (f"{builder.data_dir} (config.data.tfds_data_dir={data_config.tfds_data_dir!r}"
+             f"{'' if data_config.tfds_data_dir else ', empty = tfds default'})")
+    prepare = (f"prepare it with `tfds build {name} --data_dir={builder.data_dir_root}` on a machine with internet "
+               "(copy that directory here if needed and point config.data.tfds_data_dir at it)")
+    download = bool(data_config.download)
+    if download and not builder.is_prepared():
+        logging.warning("tfds dataset %r is not prepared in %s: downloading and preparing it there "
+                        "(config.data.download=True; needs internet)", name, where)
+    try:
+        return tfds.load(name, split=split, data_dir=data_dir, download=download, shuffle_files=False)
+    except ModuleNotFoundError as e:
+        raise _missing_package(name, e) from e
     except Exception as e:  # tfds raises many types (network, missing files, not prepared)
-        raise DatasetError(f"tfds.load({name!r}, split={split!r}) failed: {type(e).__name__}: {e}") from e
+        if builder.is_prepared():
+            raise DatasetError(f"tfds.load({name!r}, split={split!r}) from {where} failed: {_one_line(e)}") from e
+        if not download:
+            raise DatasetError(f"tfds dataset {name!r} is not prepared in {where} and config.data.download=False; "
+                               f"{prepare}, or run once with internet and config.data.download=True") from e
+        raise DatasetError(f"tfds could not download and prepare {name!r} into {where}: {_one_line(e)}; without "
+                           f"internet, {prepare}") from e
+
+
+def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
+                          label_key="label", per_class_limit: Optional[Sequence[int]] = None,
+                          builder=None) -> ArraySplit:
+    import tensorflow_datasets as tfds
+
+    ds = _tfds_load(builder or _tfds_builder(name, data_config), name, split, data_config)
     size = _get(data_config, "image_size", None)
     images, labels = [], []
     taken = None if per_class_limit is None else np.zeros(len(per_class_limit), np.int64)
@@ -191,18 +277,11 @@ def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, ima
 
 
 def _load_tfds(name: str, data_config, class_names: Optional[Sequence[str]] = None) -> RawDataset:
-    import tensorflow_datasets as tfds
-
-    train = _tfds_split_to_arrays(name, "train", data_config)
-    test = _tfds_split_to_arrays(name, "test", data_config)
-    try:
-        info = tfds.builder(name, data_dir=_get(data_config, "tfds_data_dir", None)).info
-        num_classes = info.features["label"].num_classes
-        class_names = class_names or info.features["label"].names
-    except Exception:  # info unavailable offline: derive from the data
-        num_classes = int(max(train.labels.max(), test.labels.max()) + 1)
-        class_names = class_names or [str(c) for c in range(num_classes)]
-    return RawDataset(train, test, int(num_classes), list(class_names))
+    builder = _tfds_builder(name, data_config)
+    train = _tfds_split_to_arrays(name, "train", data_config, builder=builder)
+    test = _tfds_split_to_arrays(name, "test", data_config, builder=builder)
+    label = builder.info.features["label"]  # defined by the builder's code: known offline
+    return RawDataset(train, test, int(label.num_classes), list(class_names or label.names))
 
 
 def _register_tfds(name: str) -> None:
@@ -242,32 +321,58 @@ def load_celeb_a(data_config: ml_collections.ConfigDict) -> RawDataset:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def _decode_images(paths: Sequence[str], size: int, channels: int) -> np.ndarray:
+def _choice(data_config: ml_collections.ConfigDict, field: str, allowed: Sequence[str]) -> str:
+    value = data_config[field]
+    if value not in allowed:
+        raise DatasetError(f"config.data.{field}={value!r} is not valid; allowed: {list(allowed)}")
+    return value
+
+
+def _decode_images(paths: Sequence[str], size: int, channels: int, unreadable: str,
+                   root: str) -> tuple[np.ndarray, list[int], list[str]]:
+    """Decodes and resizes every readable file of ``paths``. Returns the images, their indices in ``paths`` and
+    "path (error)" for each unreadable file, which ``unreadable="error"`` turns into a DatasetError naming it."""
     from PIL import Image
 
     mode = "L" if channels == 1 else "RGB"
     out = np.empty((len(paths), size, size, channels), np.uint8)
+    kept, skipped = [], []
     for i, path in enumerate(paths):
-        with Image.open(path) as img:
-            img = img.convert(mode).resize((size, size), Image.BILINEAR)
-            out[i] = np.asarray(img).reshape(size, size, channels)
-    return out
+        try:
+            with Image.open(path) as img:
+                img = img.convert(mode).resize((size, size), Image.BILINEAR)
+                out[len(kept)] = np.asarray(img).reshape(size, size, channels)
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on corrupt or truncated files
+            if unreadable == "error":
+                raise DatasetError(f"config.data.dir={root!r}: cannot read image {path} ({_one_line(e, 200)}); fix or "
+                                   "remove the file, or set config.data.unreadable_images='skip' to skip unreadable "
+                                   "images (they are counted and listed in the run's report)") from e
+            skipped.append(f"{path} ({_one_line(e, 200)})")
+            logging.warning("skipping unreadable image %s (config.data.unreadable_images='skip')", skipped[-1])
+            continue
+        kept.append(i)
+    return out[:len(kept)], kept, skipped
 
 
-def _scan_class_folders(root: str) -> tuple[list[str], list[str], list[str]]:
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+def _scan_class_folders(root: str) -> tuple[list[str], list[str], dict[str, str]]:
+    """Image paths under ``root/<class>/`` (recursively), their class names, and every class folder by name
+    (including folders without images)."""
+    folders = {d: os.path.join(root, d) for d in sorted(os.listdir(root)) if os.path.isdir(os.path.join(root, d))}
     paths, names = [], []
-    for cls in classes:
-        for dirpath, _, files in sorted(os.walk(os.path.join(root, cls))):
+    for cls, folder in folders.items():
+        for dirpath, _, files in sorted(os.walk(folder)):
             for f in sorted(files):
                 if f.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(dirpath, f))
                     names.append(cls)
-    return paths, names, classes
+    return paths, names, folders
 
 
-def _read_list_file(path: str, root: str, label_column: str) -> tuple[list[str], list[str]]:
+def _read_list_file(path: str, root: str, label_column: str, field: str) -> tuple[list[str], list[str]]:
     """CSV with a header (columns ``path`` and ``label_column``) or a TXT list of ``path label`` lines."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"config.data.{field}: list file {path} does not exist (paths are relative to "
+                           f"config.data.dir={root!r})")
     paths, names = [], []
     with open(path, newline="") as f:
         if path.endswith(".csv"):
@@ -284,39 +389,86 @@ def _read_list_file(path: str, root: str, label_column: str) -> tuple[list[str],
     return paths, names
 
 
+def _empty_classes_to_drop(empty: dict[str, str], policy: str, root: str) -> list[str]:
+    """``empty`` maps class name -> why it has no images. ``policy="error"`` raises one DatasetError naming
+    them; ``"drop"`` warns about each by name and returns "name (why)" for the report."""
+    if not empty:
+        return []
+    described = [f"{cls!r} ({why})" for cls, why in empty.items()]
+    if policy == "error":
+        more = f" and {len(described) - 3} more" if len(described) > 3 else ""
+        raise DatasetError(f"config.data.dir={root!r}: empty class {', '.join(described[:3])}{more}; add images "
+                           "or remove the folder, or set config.data.empty_class_folders='drop' to drop such classes "
+                           "with a warning")
+    for cls, why in empty.items():
+        logging.warning("dropping class %r from every split: %s (config.data.empty_class_folders='drop')", cls, why)
+    return [f"{cls} ({why})" for cls, why in empty.items()]
+
+
+def _class_order(names) -> list[str]:
+    return sorted(set(names), key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+
+
 @register("image_folder")
 def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
     """Images from ``data.dir``: ``<dir>/<class>/*.jpg``, or ``<dir>/train`` and ``<dir>/test`` of that form,
     or list files ``data.train_list`` / ``data.test_list`` (CSV with ``path`` + ``data.label_column``, or
     TXT ``path label`` lines; paths relative to ``data.dir``; ``data.variable``, when set, names the CSV
     column, as in SILKNOW's one-column-per-variable lists; rows with an empty label are skipped). Images are decoded and resized to
-    ``data.image_size`` at load time (fine for datasets up to tens of thousands of images)."""
+    ``data.image_size`` at load time (fine for datasets up to tens of thousands of images).
+
+    A class folder without images, or a class whose every image in a split is unreadable, is an error unless
+    ``data.empty_class_folders="drop"`` (the class leaves every split, with a warning); an unreadable image is
+    an error naming the file unless ``data.unreadable_images="skip"``."""
     root = _get(data_config, "dir", None)
     if not root or not os.path.isdir(root):
         raise DatasetError(f"config.data.dir={root!r} is not a directory; image_folder needs "
                            "<dir>/<class>/*.jpg (or train/ and test/ of that form, or list files)")
+    empty_policy = _choice(data_config, "empty_class_folders", EMPTY_CLASS_FOLDERS)
+    unreadable_policy = _choice(data_config, "unreadable_images", UNREADABLE_IMAGES)
     size = int(_get(data_config, "image_size", 0) or 64)
     channels = int(_get(data_config, "channels", 3))
     label_column = _get(data_config, "variable", "") or _get(data_config, "label_column", "label")
     train_list, test_list = _get(data_config, "train_list", None), _get(data_config, "test_list", None)
+    empty: dict[str, str] = {}
     if train_list:
-        split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column)}
+        split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column, "train_list")}
         if test_list:
-            split_entries["test"] = _read_list_file(os.path.join(root, test_list), root, label_column)
-    elif os.path.isdir(os.path.join(root, "train")):
-        split_entries = {s: _scan_class_folders(os.path.join(root, s))[:2] for s in ("train", "test")
-                         if os.path.isdir(os.path.join(root, s))}
+            split_entries["test"] = _read_list_file(os.path.join(root, test_list), root, label_column, "test_list")
     else:
-        split_entries = {"train": _scan_class_folders(root)[:2]}
-    class_names = sorted({n for paths, names in split_entries.values() for n in names},
-                         key=lambda n: (not n.isdigit(), int(n) if n.isdigit() else 0, n))
+        split_roots = ({s: os.path.join(root, s) for s in ("train", "test") if os.path.isdir(os.path.join(root, s))}
+                       if os.path.isdir(os.path.join(root, "train")) else {"train": root})
+        split_entries = {}
+        for split, split_root in split_roots.items():
+            paths, names, folders = _scan_class_folders(split_root)
+            split_entries[split] = (paths, names)
+            present = set(names)
+            for cls, folder in folders.items():
+                if cls not in present:
+                    empty.setdefault(cls, f"folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    dropped = _empty_classes_to_drop(empty, empty_policy, root)
+    split_entries = {split: ([p for p, n in zip(paths, names) if n not in empty],
+                             [n for n in names if n not in empty]) for split, (paths, names) in split_entries.items()}
+    class_names = _class_order(n for _, names in split_entries.values() for n in names)
     if not class_names:
         raise DatasetError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under config.data.dir={root!r}")
-    index = {n: i for i, n in enumerate(class_names)}
-    splits = {}
+    splits, skipped, unreadable_classes = {}, [], {}
     for split, (paths, names) in split_entries.items():
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             raise DatasetError(f"{len(missing)} listed images do not exist, e.g. {missing[:3]}")
-        splits[split] = ArraySplit(_decode_images(paths, size, channels), np.array([index[n] for n in names]))
-    return RawDataset(splits["train"], splits.get("test"), len(class_names), class_names)
+        images, kept, split_skipped = _decode_images(paths, size, channels, unreadable_policy, root)
+        skipped += split_skipped
+        labels = [names[i] for i in kept]
+        for cls in sorted(set(names) - set(labels)):
+            unreadable_classes.setdefault(cls, f"all its {names.count(cls)} {split} images are unreadable")
+        splits[split] = (images, labels)
+    dropped += _empty_classes_to_drop(unreadable_classes, empty_policy, root)
+    class_names = [n for n in class_names if n not in unreadable_classes]
+    index = {n: i for i, n in enumerate(class_names)}
+    arrays = {}
+    for split, (images, labels) in splits.items():
+        keep = [i for i, n in enumerate(labels) if n in index]
+        arrays[split] = ArraySplit(images[keep], np.array([index[labels[i]] for i in keep], np.int64))
+    return RawDataset(arrays["train"], arrays.get("test"), len(class_names), class_names,
+                      skipped_images=tuple(skipped), dropped_classes=tuple(dropped))

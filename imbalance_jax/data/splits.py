@@ -25,6 +25,15 @@ class DataSplits:
     class_names: Sequence[str]
     mean: np.ndarray  # per-channel mean of the training images, in [0, 1]
     std: np.ndarray
+    skipped_images: Sequence[str] = ()  # "path (error)": unreadable, skipped (data.unreadable_images="skip")
+    dropped_classes: Sequence[str] = ()  # "name (why)": empty, dropped (data.empty_class_folders="drop")
+
+    def load_summary(self, max_listed: int = 10) -> dict:
+        """What loading left out, for metrics.json and report.md: the number of skipped unreadable images, the
+        first ``max_listed`` of them, and the dropped empty classes."""
+        return {"skipped_images": len(self.skipped_images),
+                "skipped_images_first": list(self.skipped_images[:max_listed]),
+                "dropped_classes": list(self.dropped_classes)}
 
     def class_counts(self) -> dict[str, list[int]]:
         out = {"train": imb.class_counts(self.train.labels, self.num_classes).tolist(),
@@ -60,7 +69,8 @@ def select_classes(raw: RawDataset, classes: Sequence[int]) -> RawDataset:
         keep = np.flatnonzero(lookup[split.labels] >= 0)
         return ArraySplit(split.images[keep], lookup[split.labels[keep]])
 
-    return RawDataset(restrict(raw.train), restrict(raw.test), len(ids), [raw.class_names[c] for c in ids])
+    return RawDataset(restrict(raw.train), restrict(raw.test), len(ids), [raw.class_names[c] for c in ids],
+                      raw.skipped_images, raw.dropped_classes)
 
 
 def build_splits(raw: RawDataset, *, seed: int, classes: Sequence[int] = (), test_fraction: float = 0.2,
@@ -96,4 +106,4 @@ def build_splits(raw: RawDataset, *, seed: int, classes: Sequence[int] = (), tes
     pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
     mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-3)
     return DataSplits(train, val, test, num_classes, list(raw.class_names), mean.astype(np.float32),
-                      std.astype(np.float32))
+                      std.astype(np.float32), tuple(raw.skipped_images), tuple(raw.dropped_classes))

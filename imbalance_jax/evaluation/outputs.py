@@ -138,11 +138,13 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
                         meta: Mapping[str, Any], wall_time: float, command: Optional[str] = None,
                         shot_thresholds: Optional[Mapping[str, int]] = None,
                         extra_posthoc: Optional[Mapping[str, Any]] = None,
-                        writer: Optional[MetricWriter] = None, warnings: Sequence[str] = ()) -> dict:
+                        writer: Optional[MetricWriter] = None, warnings: Sequence[str] = (),
+                        data_summary: Optional[Mapping[str, Any]] = None) -> dict:
     """metrics.json (with the logit metrics and the post-hoc corrections), the logits of val/test (.npz), plots,
     embedding samples, report.md, TensorBoard images and the printed table; returns the metrics.
 
-    ``extra_posthoc``: corrections that need the model (the TDE alpha sweep), computed by the caller."""
+    ``extra_posthoc``: corrections that need the model (the TDE alpha sweep), computed by the caller;
+    ``data_summary``: what loading left out (``DataSplits.load_summary()``)."""
     thresholds = dict(shot_thresholds or {})
     metrics = {}
     for name, r in results.items():
@@ -153,6 +155,8 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
     metrics["epochs_trained"] = meta["epoch"]
     metrics["stopped_early"] = meta["stopped_early"]
     metrics["evaluated_epoch"] = meta.get("evaluated_epoch", meta["epoch"])
+    if data_summary is not None:
+        metrics["data"] = dict(data_summary)
     posthoc = {}
     with_logits = {name: (r.logits, r.labels) for name, r in results.items() if r.logits is not None}
     if "val" in with_logits and np.all(np.isfinite(with_logits["val"][0])):
@@ -199,7 +203,7 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
     write_report(os.path.join(workdir, "report.md"), title=f"imbalance_jax run: {config.data.name}",
                  config_text=str(config), metrics={k: metrics[k] for k in results},
                  imbalance={"train": metrics["imbalance"]}, class_counts=class_counts, figures=figures,
-                 wall_time_s=wall_time, command=command, class_names=class_names,
+                 wall_time_s=wall_time, command=command, class_names=class_names, data=metrics.get("data"),
                  sections=([_posthoc_section(posthoc, metrics)] if posthoc else [])
                  + (["## Start-up warnings\n\n" + "\n".join(f"- {w}" for w in warnings)] if warnings else []))
     print(f"\nTest metrics after {meta['epoch']} epochs ({wall_time:.1f} s), outputs in {workdir}:\n{table}",

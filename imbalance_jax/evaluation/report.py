@@ -249,6 +249,26 @@ def _metric_notes(metrics: Mapping[str, Mapping], names: Sequence[str]) -> list[
     return ["\n".join(f"- {note}" for note in notes), ""] if notes else []
 
 
+def _data_section(data: Mapping) -> list[str]:
+    """What loading left out (``DataSplits.load_summary``): skipped unreadable images and dropped classes."""
+    skipped, dropped = int(data["skipped_images"]), list(data["dropped_classes"])
+    if not skipped and not dropped:
+        return []
+    lines = ["## Data left out", ""]
+    if skipped:
+        listed = list(data["skipped_images_first"])
+        lines += [f"{skipped} unreadable image(s) skipped (config.data.unreadable_images='skip'):", ""]
+        lines += [f"- `{item}`" for item in listed]
+        if skipped > len(listed):
+            lines.append(f"- ... and {skipped - len(listed)} more")
+        lines.append("")
+    if dropped:
+        lines += [f"{len(dropped)} empty class(es) dropped (config.data.empty_class_folders='drop'):", ""]
+        lines += [f"- {_md_escape(item)}" for item in dropped]
+        lines.append("")
+    return lines
+
+
 def _relative_figure_path(figure: "str | os.PathLike[str]", report_dir: str) -> str:
     figure = os.fspath(figure)
     if os.path.isabs(figure) or os.path.exists(figure):
@@ -269,6 +289,7 @@ def write_report(
     command: Optional[str] = None,
     class_names: Optional[Sequence[str]] = None,
     sections: Sequence[str] = (),
+    data: Optional[Mapping] = None,
 ) -> None:
     """Writes the run's Markdown report (report.md).
 
@@ -278,7 +299,8 @@ def write_report(
     with a definition of each `logit_metrics` metric present; a many/medium/few-shot accuracy whose
     group has no class reads "no class in this group (thresholds: ...)"), per-class
     precision/recall/F1 of the "test" split (else the last split) with train and split image
-    counts, the figures, and the configuration text.
+    counts, the skipped images and dropped classes of loading (when any), the figures, and the
+    configuration text.
 
     Args:
       path: the report file; its folder is created if needed.
@@ -296,6 +318,8 @@ def write_report(
       command: the command line that produced the run, if known.
       class_names: optional names of the classes (default: class indices).
       sections: further Markdown sections (each with its own "## " heading), placed before the figures.
+      data: what loading left out (``DataSplits.load_summary()``: ``skipped_images`` count,
+        ``skipped_images_first``, ``dropped_classes``); counted in the summary and listed in a section.
     """
     if not isinstance(metrics, Mapping) or not isinstance(class_counts, Mapping) or not isinstance(imbalance, Mapping):
         raise ValueError("metrics, imbalance and class_counts must be mappings (see the docstring).")
@@ -320,7 +344,12 @@ def write_report(
     lines.append(f"- wall time: {_format_duration(wall_time_s)}")
     if command is not None:
         lines += [f"- command: `{command}`"]
+    if data is not None:
+        lines.append(f"- unreadable images skipped: {int(data['skipped_images'])}, empty classes dropped: "
+                     f"{len(data['dropped_classes'])}")
     lines.append("")
+    if data is not None:
+        lines += _data_section(data)
     lines += _class_count_section(class_counts, stats, names)
     if metrics:
         splits, metric_names, cells = _scalar_rows(metrics)
