@@ -27,7 +27,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.download = True  # tfds: fetch + prepare a dataset missing from tfds_data_dir (internet); False: error
     config.data.empty_class_folders = "error"  # image_folder, a class without images: "error" | "drop" (warns)
     config.data.unreadable_images = "error"  # image_folder, an undecodable file: "error" | "skip" (listed in report.md)
-    config.data.image_size = 0  # 0 = native size
+    config.data.image_size = 0  # 0 = native size (image_folder: 64)
+    config.data.channels = 3  # image_folder: 1 (grayscale) or 3
+    config.data.train_list = ""  # image_folder: CSV/TXT list of training images, relative to data.dir ("" = folders)
+    config.data.test_list = ""  # image_folder: the same for the test images ("" = a balanced test split is carved)
+    config.data.label_column = "label"  # image_folder CSV: the label column
+    config.data.variable = ""  # image_folder CSV (SILKNOW): the column of the task; overrides label_column
+    config.data.celeba_counts = ()  # celeb_a 4-class task: images per class (() = ACNE04's 633:519:182:123)
     config.data.classes = ()  # keep only these source class ids, relabelled 0..K-1 in this order (() = all)
     config.data.test_fraction = 0.2  # balanced test split per class, used when the source has no test split
     config.data.val_per_class = 10  # balanced validation hold-out, taken before the imbalance

@@ -28,7 +28,7 @@ from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions,
                                 load_raw_dataset)
 from imbalance_jax.data.imbalance import PROFILES
 from imbalance_jax.data.samplers import epoch_order
-from imbalance_jax.data.sources import EMPTY_CLASS_FOLDERS, UNREADABLE_IMAGES
+from imbalance_jax.data.sources import EMPTY_CLASS_FOLDERS, UNREADABLE_IMAGES, SourceOptions
 from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
 
 REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
@@ -242,7 +242,14 @@ def optimizer_from_config(opt_config: ml_collections.ConfigDict, steps_per_epoch
 def splits_from_config(data_config: ml_collections.ConfigDict, seed: int) -> DataSplits:
     """Loads ``config.data.name`` and builds the balanced hold-outs, the imbalance and the label noise."""
     imb = data_config.imbalance
-    return build_splits(load_raw_dataset(data_config), seed=seed, classes=tuple(data_config.classes),
+    source = SourceOptions(
+        name=data_config.name, dir=data_config.dir, tfds_data_dir=data_config.tfds_data_dir,
+        download=bool(data_config.download), image_size=int(data_config.image_size),
+        channels=int(data_config.channels), train_list=data_config.train_list, test_list=data_config.test_list,
+        label_column=data_config.label_column, variable=data_config.variable,
+        celeba_counts=tuple(data_config.celeba_counts), empty_class_folders=data_config.empty_class_folders,
+        unreadable_images=data_config.unreadable_images)
+    return build_splits(load_raw_dataset(source), seed=seed, classes=tuple(data_config.classes),
                         test_fraction=float(data_config.test_fraction), val_per_class=int(data_config.val_per_class),
                         val_fraction=float(data_config.val_fraction), profile=imb.profile, ratio=float(imb.ratio),
                         minority_classes=tuple(imb.minority_classes), fraction=float(imb.fraction),

@@ -18,13 +18,18 @@ from imbalance_jax.experiment import splits_from_config
 
 
 def data_config(**kw):
-    cfg = ml_collections.ConfigDict({
-        "name": "digits", "dir": "", "tfds_data_dir": "", "image_size": 0, "test_fraction": 0.2, "classes": (),
-        "val_per_class": 10, "val_fraction": 0.0, "label_noise": 0.0, "sampler": "random", "download": False,
-        "empty_class_folders": "error", "unreadable_images": "error",
-        "imbalance": {"profile": "exponential", "ratio": 10.0, "minority_classes": (), "fraction": 1.0,
-                      "counts": ()}})
-    cfg.update(kw)
+    """configs/default.py's config.data (every field) on digits, with ``kw`` replacing fields."""
+    from configs import default
+
+    cfg = default.get_config().data
+    cfg.name, cfg.val_per_class, cfg.sampler, cfg.download = "digits", 10, "random", False
+    cfg.imbalance.profile, cfg.imbalance.ratio = "exponential", 10.0
+    for key, value in kw.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                cfg[key][sub] = v
+        else:
+            cfg[key] = value
     return cfg
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from imbalance_jax import train
-from imbalance_jax.config_validation import ConfigError, validate_config
+from imbalance_jax.experiment import ConfigError, check_fields
 from imbalance_jax.data.sources import DatasetError, load_raw_dataset
 from tests.test_data import data_config
 from tests.test_train import REPO, tiny_config
@@ -185,7 +185,7 @@ def test_class_with_only_unreadable_images_counts_as_empty(tmp_path):
 def test_invalid_data_options_are_config_errors():
     for field in ("empty_class_folders", "unreadable_images"):
         with pytest.raises(ConfigError, match=rf"config.data.{field}='maybe' is not valid; allowed: \["):
-            validate_config(tiny_config(**{f"data.{field}": "maybe"}), num_devices=1)
+            check_fields(tiny_config(**{f"data.{field}": "maybe"}), num_devices=1)
 
 
 # -------------------------------------------------------------------------------- through the entry point

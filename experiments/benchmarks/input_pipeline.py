@@ -2,7 +2,7 @@
 
 Data: Fashion-MNIST-LT as in ``configs/fmnist_lt_base.py`` (rho = 100, 25 validation images per
 class held out first; the Debian files at /usr/share/datasets/fashion-mnist or
-``--data-dir``), built with ``imbalance_jax.data.build_splits``. The pipeline is the project's
+``--data-dir``), built with ``imbalance_jax.experiment.splits_from_config``. The pipeline is the project's
 ``imbalance_jax.data.pipeline.train_batches`` (the one ``train.train_epoch`` iterates) with
 random crop (zero padding 2) + horizontal flip, for the "random" and "class_balanced" samplers;
 "none" is the same without augmentation. Each timed run iterates ``--batches`` global batches
@@ -36,7 +36,8 @@ from imbalance_jax.xla_flags import set_default_xla_flags  # noqa: E402
 set_default_xla_flags()  # the train step as python -m imbalance_jax.main runs it (before JAX's backend starts)
 
 from configs import fmnist_lt_base  # noqa: E402
-from imbalance_jax.data import PipelineOptions, build_splits, train_batches  # noqa: E402
+from imbalance_jax import experiment  # noqa: E402
+from imbalance_jax.data import PipelineOptions, train_batches  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -74,7 +75,7 @@ def pipeline_runner(splits, options, sampler: str, num_batches: int):
 
 def fed_runner(runner, splits, options, steps: int):
     """Seconds of ``steps`` train steps fed from a fresh pipeline (transfer included), as in training."""
-    from imbalance_jax import train
+    from imbalance_jax import parallel
 
     def run() -> float:
         def go():
@@ -84,7 +85,7 @@ def fed_runner(runner, splits, options, steps: int):
             next(batches)  # the iterator's start-up is measured by the pipeline rows
             metrics = None
             for _, batch in zip(range(steps), batches):
-                runner.state, metrics = runner.train_fn(runner.state, train.to_global(
+                runner.state, metrics = runner.train_fn(runner.state, parallel.to_global(
                     {k: batch[k] for k in ("image", "label", "valid")}, runner.exp.data_sharding))
             return metrics["loss"]
 
@@ -99,7 +100,7 @@ def run(args) -> str:
     config = fmnist_lt_base.get_config()
     if args.data_dir:
         config.data.dir = args.data_dir
-    splits = build_splits(config.data, int(config.seed))
+    splits = experiment.splits_from_config(config.data, int(config.seed))
     n_train = len(splits.train)
     num_batches = min(args.batches, n_train // args.batch_size)
     cases = [("none", "random", 0, False)] + [(s, s, 2, True) for s in args.samplers]

@@ -12,7 +12,7 @@ measure of what the auxiliary loss adds. All variants of one B are timed in one 
 
 Part 2 - devices. ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` is set before JAX
 starts, so the process sees 4 CPU devices that share the machine's cores. One epoch of
-Fashion-MNIST-LT (``configs/fmnist_lt_*.py``, the real ``train.build_experiment`` /
+Fashion-MNIST-LT (``configs/fmnist_lt_*.py``, the real ``experiment.build_experiment`` /
 ``train.train_epoch`` path, tf.data pipeline included) with ``config.num_devices`` = 1, 2, 4:
 the batch is sharded over a ('data',) mesh of that many devices, the auxiliary losses see the
 global batch. On one 2-core machine this measures the overhead of the sharded program, not a
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_utils  # noqa: E402
 import train_step  # noqa: E402
 
-from imbalance_jax import train  # noqa: E402
+from imbalance_jax import experiment, parallel, train  # noqa: E402
 
 MIB = 1 << 20
 
@@ -110,7 +110,7 @@ class EpochRunner:
         config = train_step.CONFIGS[variant].get_config()
         config.num_devices = num_devices
         config.disable_progress_bar = True
-        self.exp = train.build_experiment(config)
+        self.exp = experiment.build_experiment(config)
         self.state = train.initial_state(self.exp)
         self.train_fn, _ = train.compile_steps(self.exp)
         self.max_steps = max_steps
@@ -119,7 +119,7 @@ class EpochRunner:
         batch = next(iter(train.train_batches(
             self.exp.splits.train, self.exp.train_options, num_classes=self.exp.splits.num_classes,
             sampler="random", seed=0, epoch=0, num_epochs=1, extras=self.exp.extras["train"])))
-        self.state, metrics = self.train_fn(self.state, train.to_global(batch, self.exp.data_sharding))
+        self.state, metrics = self.train_fn(self.state, parallel.to_global(batch, self.exp.data_sharding))
         jax.block_until_ready(metrics["loss"])
         self.epoch = 0
 

@@ -1,8 +1,8 @@
 """Images/s of the full jitted train step (forward, CE + auxiliary loss, backward, optimizer) vs PyTorch.
 
 The JAX step is built through the project's real code path: the ``configs/fmnist_lt_*.py`` configs,
-``imbalance_jax.models.create_model``, ``imbalance_jax.objectives.build_objective``,
-``optim.create_optimizer``, ``train.initial_state`` and ``train.compile_steps`` (the jitted
+``imbalance_jax.experiment`` (``model_from_config``, ``objective_from_config``,
+``optimizer_from_config``), ``train.initial_state`` and ``train.compile_steps`` (the jitted
 ``train.train_step`` with the state donated) on a 1-device ``('data',)`` mesh. Models: the
 4-layer CNN ("cnn4") on 28x28x1 and ResNet-32 ("resnet32") on 32x32x3, batch 128, random images.
 Variants (the loss of each config; "+ CE-only" rows are the same model with the auxiliary loss
@@ -110,7 +110,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 from configs import fmnist_lt_affinity, fmnist_lt_asl, fmnist_lt_ce, fmnist_lt_clustering, fmnist_lt_tricdb  # noqa: E402
 from configs import tricdb_cifar10_lt  # noqa: E402
-from imbalance_jax import models, objectives, optim, train  # noqa: E402
+from imbalance_jax import experiment, models, parallel, train  # noqa: E402
 from imbalance_jax.data import DataSplits, PipelineOptions  # noqa: E402
 from imbalance_jax.data.sources import ArraySplit  # noqa: E402
 
@@ -147,14 +147,14 @@ def build_jax(config: ml_collections.ConfigDict, shape, batch_size: int):
     mean, std = np.zeros(shape[-1], np.float32), np.ones(shape[-1], np.float32)
     splits = DataSplits(split, None, split, num_classes, [str(i) for i in range(num_classes)], mean, std)
     counts = np.round(5000 * 0.01 ** (np.arange(num_classes) / (num_classes - 1)))
-    mesh = train.create_mesh(1)
-    objective = objectives.build_objective(config.loss, counts)
-    weighting = objectives.build_class_weighting(config.loss, counts)
-    tx, schedule = optim.create_optimizer(config.optimizer, 100, int(config.num_epochs))
-    model = models.create_model(config.model, num_classes)
+    mesh = parallel.create_mesh(1)
+    objective = experiment.objective_from_config(config.loss, counts)
+    weighting = experiment.class_weighting_from_config(config.loss, counts)
+    tx, schedule = experiment.optimizer_from_config(config.optimizer, 100, int(config.num_epochs))
+    model = experiment.model_from_config(config.model, num_classes, experiment.classifier_name(config))
     opts = PipelineOptions(global_batch_size=batch_size, mean=mean, std=std)
-    exp = train.Experiment(config, splits, mesh, model, objective, weighting, tx, schedule, 100, opts, opts,
-                           {"train": {}, "val": {}, "test": {}})
+    exp = experiment.Experiment(config, experiment.training_options(config), splits, mesh, model, objective,
+                                weighting, tx, schedule, 100, opts, opts, {"train": {}, "val": {}, "test": {}})
     state = train.initial_state(exp)
     train_fn, _ = train.compile_steps(exp)
     return exp, state, train_fn
@@ -165,7 +165,7 @@ def max_pool_2x2_flax(x: jax.Array) -> jax.Array:
     return flax.linen.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
 
 
-def scanned_step(exp: train.Experiment, steps: int, unroll: bool = True):
+def scanned_step(exp: experiment.Experiment, steps: int, unroll: bool = True):
     """``steps`` train steps in one dispatch: lax.scan over a batch stacked on a leading axis."""
 
     def run(state, batches):
@@ -187,7 +187,7 @@ class JaxRunner:
         self.exp, self.state, self.train_fn = build_jax(config, shape, batch_size)
         batch = synthetic_batch(shape, batch_size)
         self.np_batch = {k: v for k, v in batch.items() if k in fields}
-        self.device_batch = train.to_global(self.np_batch, self.exp.data_sharding)
+        self.device_batch = parallel.to_global(self.np_batch, self.exp.data_sharding)
         self.scan_steps = scan_steps
         if scan_steps:
             self.scan_fn, sharding = scanned_step(self.exp, scan_steps, scan_unroll)
@@ -202,7 +202,7 @@ class JaxRunner:
         terms = self.exp.objective.aux
         if not terms:
             return None
-        _, features, _ = train.apply_model(self.exp.model, self.state.params, self.state.batch_stats,
+        _, features, _ = models.apply_model(self.exp.model, self.state.params, self.state.batch_stats,
                                            self.device_batch["image"], train=False)
         features = {k: v for k, v in features.items() if any(k in t.layers for t in terms)}
         params = jax.tree.map(jnp.copy, self.state.params)  # the state itself is donated to the step
@@ -228,7 +228,7 @@ class JaxRunner:
         def go():
             metrics = None
             for _ in range(n):
-                self.state, metrics = self.train_fn(self.state, train.to_global(self.np_batch, self.exp.data_sharding))
+                self.state, metrics = self.train_fn(self.state, parallel.to_global(self.np_batch, self.exp.data_sharding))
             return metrics["loss"]
         return bench_utils.time_once(go, jax.block_until_ready)
 
@@ -285,7 +285,7 @@ class TorchRunner:
 
 # ------------------------------------------------------------------------------------------ main
 def fields_of(config) -> set[str]:
-    objective = objectives.build_objective(config.loss, np.ones(10))
+    objective = experiment.objective_from_config(config.loss, np.ones(10))
     return {"image", "label", "valid"} | objective.batch_fields
 
 

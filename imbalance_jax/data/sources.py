@@ -1,6 +1,7 @@
 """Dataset registry: every source returns in-memory uint8 images and integer labels.
 
-A source is a function ``(data_config) -> RawDataset``. Sources with an official test split return it;
+A source is a function ``(SourceOptions) -> RawDataset``; :class:`SourceOptions` holds the plain values of the
+``config.data`` fields the sources read (``imbalance_jax.experiment`` builds it). Sources with an official test split return it;
 sources without one (digits, the CelebA 4-class task, a flat image folder) return ``test=None`` and
 the split builder carves a balanced test split per class (``config.data.test_fraction``).
 
@@ -67,7 +68,7 @@ EMPTY_CLASS_FOLDERS = ("error", "drop")
 UNREADABLE_IMAGES = ("error", "skip")
 
 
-SourceFn = Callable[[ml_collections.ConfigDict], RawDataset]
+SourceFn = Callable[["SourceOptions"], RawDataset]
 DATASETS: dict[str, SourceFn] = {}
 
 
@@ -79,21 +80,47 @@ def register(name: str) -> Callable[[SourceFn], SourceFn]:
     return wrap
 
 
-def load_raw_dataset(data_config: ml_collections.ConfigDict) -> RawDataset:
-    """Loads ``data_config.name`` from the registry."""
-    name = data_config.name
-    if name not in DATASETS:
-        raise ValueError(f"config.data.name={name!r} is not a known dataset; allowed: {sorted(DATASETS)}")
-    return DATASETS[name](data_config)
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+    """What the sources read, named as the ``config.data`` fields (library defaults; runs pass every field)."""
+
+    name: str
+    dir: str = ""  # dataset files: fashion_mnist IDX, image_folder root
+    tfds_data_dir: str = ""  # "" = tfds' own default
+    download: bool = True  # tfds may download and prepare a dataset it does not find
+    image_size: int = 0  # 0 = native size (image_folder: 64)
+    channels: int = 3  # image_folder
+    train_list: str = ""  # image_folder: CSV/TXT list of training images (relative to dir)
+    test_list: str = ""
+    label_column: str = "label"  # image_folder CSV column with the label
+    variable: str = ""  # image_folder CSV: the column of the task (SILKNOW), overrides label_column
+    celeba_counts: tuple[int, ...] = ()  # celeb_a: images per class (default ACNE04's proportions)
+    empty_class_folders: str = "error"  # error | drop
+    unreadable_images: str = "error"  # error | skip
+
+    @classmethod
+    def from_mapping(cls, data: "ml_collections.ConfigDict | dict") -> "SourceOptions":
+        """The options of a ``config.data``-like mapping (absent fields keep the defaults above)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: data[k] for k in data.keys() if k in fields}
+        if "celeba_counts" in values:
+            values["celeba_counts"] = tuple(values["celeba_counts"] or ())
+        return cls(**values)
 
 
-def _get(cfg: ml_collections.ConfigDict, field: str, default):
-    return cfg.get(field, default) if hasattr(cfg, "get") else default
+def load_raw_dataset(options: "SourceOptions | ml_collections.ConfigDict") -> RawDataset:
+    """Loads ``options.name`` from the registry (a ``config.data`` mapping is read with
+    :meth:`SourceOptions.from_mapping`)."""
+    if not isinstance(options, SourceOptions):
+        options = SourceOptions.from_mapping(options)
+    if options.name not in DATASETS:
+        raise ValueError(f"config.data.name={options.name!r} is not a known dataset; allowed: {sorted(DATASETS)}")
+    return DATASETS[options.name](options)
 
 
 # --------------------------------------------------------------------------------------------- digits
 @register("digits")
-def load_digits(data_config: ml_collections.ConfigDict) -> RawDataset:
+def load_digits(data_config: SourceOptions) -> RawDataset:
     """scikit-learn's bundled 8x8 digits (1797 images, 10 classes); never downloads anything."""
     from sklearn.datasets import load_digits as sk_load_digits
 
@@ -149,7 +176,7 @@ def _load_idx_dir(directory: str) -> dict[str, ArraySplit]:
 
 
 @register("fashion_mnist")
-def load_fashion_mnist(data_config: ml_collections.ConfigDict) -> RawDataset:
+def load_fashion_mnist(data_config: SourceOptions) -> RawDataset:
     """Fashion-MNIST from IDX files in ``config.data.dir`` when set (only there: a missing directory or file is
     an error), else from the Debian package's directory, else through tfds."""
     directory = data_config.dir
@@ -194,7 +221,7 @@ def _resize_uint8(images: np.ndarray, size: Optional[int]) -> np.ndarray:
     return np.concatenate(out) if out else images
 
 
-def _tfds_data_dir(data_config: ml_collections.ConfigDict) -> Optional[str]:
+def _tfds_data_dir(data_config: SourceOptions) -> Optional[str]:
     """``config.data.tfds_data_dir``, or None when empty: tfds' own default ($TFDS_DATA_DIR, else
     ~/tensorflow_datasets), never the current directory (tfds reads ``""`` as a relative path)."""
     return os.path.expanduser(data_config.tfds_data_dir) if data_config.tfds_data_dir else None
@@ -210,7 +237,7 @@ def _missing_package(name: str, error: ModuleNotFoundError) -> DatasetError:
                         "missing; install the pinned dependencies with `pip install -r requirements.txt`")
 
 
-def _tfds_builder(name: str, data_config: ml_collections.ConfigDict):
+def _tfds_builder(name: str, data_config: SourceOptions):
     """tfds' builder of ``name`` rooted at ``config.data.tfds_data_dir`` (tfds' default when empty)."""
     import tensorflow_datasets as tfds
 
@@ -220,7 +247,7 @@ def _tfds_builder(name: str, data_config: ml_collections.ConfigDict):
         raise _missing_package(name, e) from e
 
 
-def _tfds_load(builder, name: str, split: str, data_config: ml_collections.ConfigDict):
+def _tfds_load(builder, name: str, split: str, data_config: SourceOptions):
     """``tfds.load`` of one split; a dataset missing from the data dir is downloaded only with
     ``config.data.download``, and every failure becomes one DatasetError saying where tfds looked and how to
     prepare the dataset there."""
@@ -255,7 +282,7 @@ def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, ima
     import tensorflow_datasets as tfds
 
     ds = _tfds_load(builder or _tfds_builder(name, data_config), name, split, data_config)
-    size = _get(data_config, "image_size", None)
+    size = data_config.image_size
     images, labels = [], []
     taken = None if per_class_limit is None else np.zeros(len(per_class_limit), np.int64)
     for example in tfds.as_numpy(ds):
@@ -303,14 +330,14 @@ def celeba_mouth_smile_label(attributes) -> int:
 
 
 @register("celeb_a")
-def load_celeb_a(data_config: ml_collections.ConfigDict) -> RawDataset:
+def load_celeb_a(data_config: SourceOptions) -> RawDataset:
     """CelebA mouth/smile 4-class task with the ACNE04 class proportions (633:519:182:123 of 1000 images).
 
     The first ``n_c`` images of each class in the tfds train split are taken (deterministic); the
     80/20 train/test split per class is carved by the split builder (``data.test_fraction=0.2``).
     ``data.celeba_counts`` overrides the per-class counts.
     """
-    counts = tuple(_get(data_config, "celeba_counts", None) or ACNE04_PROPORTIONS)
+    counts = tuple(data_config.celeba_counts or ACNE04_PROPORTIONS)
     split = _tfds_split_to_arrays("celeb_a", "train", data_config, image_key="image",
                                   label_fn=lambda ex: celeba_mouth_smile_label(ex["attributes"]),
                                   per_class_limit=counts)
@@ -321,8 +348,8 @@ def load_celeb_a(data_config: ml_collections.ConfigDict) -> RawDataset:
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
-def _choice(data_config: ml_collections.ConfigDict, field: str, allowed: Sequence[str]) -> str:
-    value = data_config[field]
+def _choice(data_config: SourceOptions, field: str, allowed: Sequence[str]) -> str:
+    value = getattr(data_config, field)
     if value not in allowed:
         raise DatasetError(f"config.data.{field}={value!r} is not valid; allowed: {list(allowed)}")
     return value
@@ -410,7 +437,7 @@ def _class_order(names) -> list[str]:
 
 
 @register("image_folder")
-def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
+def load_image_folder(data_config: SourceOptions) -> RawDataset:
     """Images from ``data.dir``: ``<dir>/<class>/*.jpg``, or ``<dir>/train`` and ``<dir>/test`` of that form,
     or list files ``data.train_list`` / ``data.test_list`` (CSV with ``path`` + ``data.label_column``, or
     TXT ``path label`` lines; paths relative to ``data.dir``; ``data.variable``, when set, names the CSV
@@ -420,16 +447,16 @@ def load_image_folder(data_config: ml_collections.ConfigDict) -> RawDataset:
     A class folder without images, or a class whose every image in a split is unreadable, is an error unless
     ``data.empty_class_folders="drop"`` (the class leaves every split, with a warning); an unreadable image is
     an error naming the file unless ``data.unreadable_images="skip"``."""
-    root = _get(data_config, "dir", None)
+    root = data_config.dir
     if not root or not os.path.isdir(root):
         raise DatasetError(f"config.data.dir={root!r} is not a directory; image_folder needs "
                            "<dir>/<class>/*.jpg (or train/ and test/ of that form, or list files)")
     empty_policy = _choice(data_config, "empty_class_folders", EMPTY_CLASS_FOLDERS)
     unreadable_policy = _choice(data_config, "unreadable_images", UNREADABLE_IMAGES)
-    size = int(_get(data_config, "image_size", 0) or 64)
-    channels = int(_get(data_config, "channels", 3))
-    label_column = _get(data_config, "variable", "") or _get(data_config, "label_column", "label")
-    train_list, test_list = _get(data_config, "train_list", None), _get(data_config, "test_list", None)
+    size = int(data_config.image_size or 64)
+    channels = int(data_config.channels)
+    label_column = data_config.variable or data_config.label_column
+    train_list, test_list = data_config.train_list, data_config.test_list
     empty: dict[str, str] = {}
     if train_list:
         split_entries = {"train": _read_list_file(os.path.join(root, train_list), root, label_column, "train_list")}
