@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 
 from imbalance_jax import losses
+from imbalance_jax.losses.clustering import semantic_triplet_terms
 from imbalance_jax.models.affinity_head import PROTOTYPES_PATH
 
 Array = jax.Array
@@ -107,6 +108,11 @@ class AuxLossSpec:
     default_layers: tuple[str, ...] = ("head_last",)
     param_path: tuple[str, ...] = ()  # model parameters the kernel needs (the affinity prototypes)
     reads_logits: bool = False  # the kernel reads the logits (the affinity head's similarities), not a layer
+    # The kernel's companion returning named terms (same arguments): the loss is its ``value_key`` entry, and the
+    # ``logged`` entries are logged per step (e.g. ASLoss inner / outer / boundary, the active-triplet fraction).
+    terms_kernel: Optional[Callable[..., Mapping[str, Array]]] = None
+    value_key: str = "loss"
+    logged: tuple[str, ...] = ()
 
     def kernel_defaults(self) -> dict:
         """The kernel's keyword-only arguments and their defaults (what a config may set)."""
@@ -116,14 +122,18 @@ class AuxLossSpec:
 
 
 AUX_LOSSES: dict[str, AuxLossSpec] = {
-    "asl": AuxLossSpec(losses.aggregation_separation_loss),
-    "triplet": AuxLossSpec(losses.triplet_loss, default_layers=("backbone",)),
-    "semantic_triplet": AuxLossSpec(losses.semantic_triplet_loss),
+    "asl": AuxLossSpec(losses.aggregation_separation_loss, terms_kernel=losses.aggregation_separation_terms,
+                       value_key="total", logged=("inner", "outer", "boundary")),
+    "triplet": AuxLossSpec(losses.triplet_loss, default_layers=("backbone",), terms_kernel=losses.triplet_loss_terms,
+                           logged=("fraction_active",)),
+    "semantic_triplet": AuxLossSpec(losses.semantic_triplet_loss, terms_kernel=semantic_triplet_terms,
+                                    logged=("fraction_active",)),
     "colour_similarity": AuxLossSpec(losses.colour_similarity_loss, second_input="colour_hist"),
     # Hayat et al. (2019): the max-margin loss on the affinity head's own similarities and prototypes
     # (config.model.classifier="affinity", whose config.model.affinity sets σ, distance and similarity).
     "affinity": AuxLossSpec(losses.affinity_margin_loss, default_layers=(), param_path=PROTOTYPES_PATH,
-                            reads_logits=True),
+                            reads_logits=True, terms_kernel=losses.affinity_margin_terms, value_key="total",
+                            logged=("max_margin", "diversity")),
 }
 
 
@@ -154,15 +164,31 @@ class AuxTerm:
 
     def __call__(self, logits: Array, features: Mapping[str, Array], batch: Batch,
                  params: Optional[Mapping] = None) -> Array:
+        return self.with_terms(logits, features, batch, params)[0]
+
+    def with_terms(self, logits: Array, features: Mapping[str, Array], batch: Batch,
+                   params: Optional[Mapping] = None) -> tuple[Array, dict[str, Array]]:
+        """The loss (summed over the layers) and its logged terms, named ``<name>/<term>`` (one layer) or
+        ``<name>/<layer>/<term>`` (several)."""
         extra = []
         if self.spec.param_path:
             node = params
             for key in self.spec.param_path:
                 node = node[key]
             extra.append(node)
+        names = ["logits"] if self.spec.reads_logits else list(self.layers)
         inputs = [logits] if self.spec.reads_logits else [features[layer] for layer in self.layers]
-        return sum(self.spec.kernel(x, batch[self.spec.second_input], *extra, batch["valid"], **self.kwargs)
-                   for x in inputs)
+        kernel = self.spec.terms_kernel or self.spec.kernel
+        total, logged = 0.0, {}
+        for name, x in zip(names, inputs):
+            out = kernel(x, batch[self.spec.second_input], *extra, batch["valid"], **self.kwargs)
+            if self.spec.terms_kernel is None:
+                total = total + out
+                continue
+            total = total + out[self.spec.value_key]
+            prefix = self.name if len(names) == 1 else f"{self.name}/{name}"
+            logged.update({f"{prefix}/{key}": out[key] for key in self.spec.logged})
+        return total, logged
 
 
 def aux_term(name: str, weight: float, layers: Sequence[str], options: Mapping[str, object]) -> AuxTerm:
@@ -200,7 +226,8 @@ class Objective:
         terms = {"classification_loss": cls}
         total = self.classification_weight * cls
         for term in self.aux:
-            value = term(logits, features, batch, params)
+            value, logged = term.with_terms(logits, features, batch, params)
             terms[f"{term.name}_loss"] = value
+            terms.update(logged)
             total = total + term.weight * value
         return total, terms

@@ -82,3 +82,21 @@ def test_affinity_loss_without_affinity_classifier_is_rejected(tmp_path):
     config.loss.aux = {"affinity": objectives.aux_loss_config("affinity", weight=1.0)}
     with pytest.raises(train.ConfigError, match="config.loss.aux.affinity needs config.model.classifier='affinity'"):
         train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_objective_logs_the_named_terms_of_the_auxiliary_losses():
+    cfg = tiny_config().loss
+    cfg.aux = {"asl": objectives.aux_loss_config("asl", weight=1.0, layers=("head_0", "head_1")),
+               "triplet": objectives.aux_loss_config("triplet", weight=1.0, layers=("head_1",), normalize=True)}
+    objective = experiment.objective_from_config(cfg, np.ones(2))
+    rng = np.random.default_rng(0)
+    features = {"head_0": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32),
+                "head_1": jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)}
+    batch = {"label": jnp.array([0, 1] * 4), "valid": jnp.ones(8, bool)}
+    total, terms = objective(jnp.zeros((8, 2)), features, batch, jnp.ones(2))
+    asl = losses.aggregation_separation_terms(features["head_0"], batch["label"])
+    for key in ("inner", "outer", "boundary"):
+        np.testing.assert_allclose(terms[f"asl/head_0/{key}"], asl[key], rtol=1e-6)
+    tri = losses.triplet_loss_terms(features["head_1"], batch["label"], normalize=True)
+    np.testing.assert_allclose(terms["triplet/fraction_active"], tri["fraction_active"], rtol=1e-6)
+    np.testing.assert_allclose(terms["triplet_loss"], tri["loss"], rtol=1e-6)
