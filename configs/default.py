@@ -62,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.tde = ml_collections.ConfigDict(  # classifier="tde" (Tang et al. 2020)
         {"num_heads": 2, "tau": 16.0, "gamma": 1 / 32, "alpha": 1.5, "momentum": 0.9})
     config.model.fc_layers = False  # vgg16 only: torchvision's 4096-wide FC layers instead of global average pooling
-    config.model.pretrained_path = ""  # local .npz or orbax checkpoint; nothing is ever downloaded
+    # Local .npz or orbax checkpoint; nothing is ever downloaded (ImageNet weights: imbalance_jax.convert_weights).
+    config.model.pretrained_path = ""
     config.model.pretrained_prefix = "backbone"
     config.model.pretrained_strict = True
 
