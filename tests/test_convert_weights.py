@@ -16,13 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
-from safetensors.numpy import save_file
 
 from imbalance_jax import convert_weights as cw
 from imbalance_jax.models import create_model
 from imbalance_jax.models.pretrained import load_pretrained_with_report
 
 TOLERANCE = 1e-4
+
+
+def save_file(arrays: dict[str, np.ndarray], path: str) -> None:
+    """safetensors.numpy.save_file, imported here: without safetensors (a requirement) only these tests fail."""
+    from safetensors.numpy import save_file as save
+
+    save(arrays, path)
 
 
 # ------------------------------------------------------------------------------- torch-free tests
