@@ -5,6 +5,11 @@ CE + ASLoss(L2) on the 2-D layer, paper weights, Adam 1e-3, batch 16, 400 epochs
 Data: put ACNE04 under DIR and pass --config.data.dir=DIR with either DIR/<grade>/*.jpg, or the dataset's split
 lists (`path label` per line) via --config.data.train_list=NNEW_trainval_0.txt --config.data.test_list=NNEW_test_0.txt
 (paths relative to DIR). Without a test list, 20% per class is held out.
+
+The EfficientNet-B3 starts from ImageNet weights: convert torchvision's (README, "Pretrained weights") with
+`python -m imbalance_jax.convert_weights --model=efficientnet_b3 --input=efficientnet_b3_rwightman-b3899882.pth
+--output=efficientnet_b3.npz` and pass --config.model.pretrained_path=efficientnet_b3.npz. Left empty, the
+backbone trains from scratch.
 """
 
 from configs import asl_celeba
@@ -20,4 +25,5 @@ def get_config():
     config.data.test_list = ""
     config.data.label_column = "label"
     config.model.name = "efficientnet_b3"
+    config.model.pretrained_path = ""  # ImageNet EfficientNet-B3 .npz from imbalance_jax.convert_weights
     return config

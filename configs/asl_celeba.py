@@ -6,6 +6,11 @@ Adam 1e-3, batch 16, 400 epochs (the paper's hyper-parameters, its §5.1; docs/d
 The paper does not give the widths of its "linear mapping layers" (Fig. 2): (512, 128, 32, 2), no activation, is ours.
 `constraint` (the norm target of the boundary term) is not given either: 1.0.
 Needs CelebA through tensorflow-datasets (`tfds build celeb_a`, or --config.data.tfds_data_dir=DIR).
+
+The ResNet-50 starts from ImageNet weights: convert torchvision's (README, "Pretrained weights") with
+`python -m imbalance_jax.convert_weights --model=resnet50 --input=resnet50-11ad3fa6.pth --output=resnet50.npz`
+and pass --config.model.pretrained_path=resnet50.npz (the backbone is loaded; the head layers start fresh).
+Left empty, the backbone trains from scratch.
 """
 
 from configs import default
@@ -27,6 +32,7 @@ def get_config():
     config.model.name = "resnet50"
     config.model.head_widths = (512, 128, 32, 2)
     config.model.head_activation = "none"
+    config.model.pretrained_path = ""  # ImageNet ResNet-50 .npz from imbalance_jax.convert_weights (see above)
     config.loss.name = "ce"
     config.loss.weight = 0.5
     config.loss.aux.asl = aux_loss_config("asl", weight=0.5, layers=("head_last",), metric="l2")

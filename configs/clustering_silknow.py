@@ -8,6 +8,11 @@ un-augmented images when the loss needs them.
 Data: --config.data.dir=DIR with DIR/labels.csv (columns `path` and one column per variable, e.g. material,
 timespan, place, technique; empty = unknown) and --config.data.variable=material picks the task.
 --config.data.sampler=class_balanced for the paper's balanced mini-batches (N_MB ≤ N_min·K).
+
+The ResNet-152 starts from ImageNet weights: convert torchvision's (README, "Pretrained weights") with
+`python -m imbalance_jax.convert_weights --model=resnet152 --input=resnet152-f82ba261.pth --output=resnet152.npz`
+and pass --config.model.pretrained_path=resnet152.npz (the backbone is loaded; f_tfc and the classifier start
+fresh). Left empty, the backbone trains from scratch.
 """
 
 from configs import default
@@ -46,6 +51,7 @@ def get_config():
     config.data.sampler = "random"
     config.data.augment.flip = True
     config.model.name = "resnet152"
+    config.model.pretrained_path = ""  # ImageNet ResNet-152 .npz from imbalance_jax.convert_weights (see above)
     set_clustering(config)
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-3

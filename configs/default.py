@@ -67,7 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
          "prototype_init": "class_means"})  # class_means (feature scale, from data) | he_normal
     config.model.tde = ml_collections.ConfigDict(  # classifier="tde" (Tang et al. 2020)
         {"num_heads": 2, "tau": 16.0, "gamma": 1 / 32, "alpha": 1.5, "momentum": 0.9})
-    config.model.pretrained_path = ""  # local .npz or orbax checkpoint; nothing is ever downloaded
+    config.model.fc_layers = False  # vgg16 only: torchvision's 4096-wide FC layers instead of global average pooling
+    # Local .npz or orbax checkpoint; nothing is ever downloaded (ImageNet weights: imbalance_jax.convert_weights).
+    config.model.pretrained_path = ""
     config.model.pretrained_prefix = "backbone"
     config.model.pretrained_strict = True
 

@@ -135,6 +135,24 @@ def test_width_and_small_input_options():
         assert params["backbone"]["conv_init"]["kernel"].shape == kernel
 
 
+def test_vgg16_fc_layers_option():
+    """fc_layers=True: torchvision's vgg16_bn head (138,365,992 parameters) minus the 13 conv biases (4,224; the
+    weight converter folds them into the BatchNorm means); the backbone output is the 4096-d FC output."""
+    model = create_model(**model_config(name="vgg16", fc_layers=True), num_classes=1000)
+    variables = abstract_init(model, (1, 224, 224, 3))
+    assert n_params(variables["params"]) == 138_365_992 - 4_224
+    small = abstract_init(model, (1, 32, 32, 3))  # the 7x7 adaptive pool makes the FC shapes size-independent
+    assert jax.tree_util.tree_structure(small) == jax.tree_util.tree_structure(variables)
+    (_, feats), _ = jax.eval_shape(
+        lambda v: model.apply(v, jnp.zeros((2, 32, 32, 3)), train=True, rngs={"dropout": KEY},
+                              mutable=["batch_stats"]), small)
+    assert feats["backbone"].shape == (2, 4096)
+    with pytest.raises(ValueError, match=r"config\.model\.fc_layers=True is not used by backbone 'resnet18'"):
+        create_model(**model_config(name="resnet18", fc_layers=True), num_classes=10)
+    with pytest.raises(ValueError, match=r"config\.model\.fc_layers must be a bool"):
+        create_model(**model_config(name="vgg16", fc_layers=1), num_classes=10)
+
+
 # -------------------------------------------------------------------------- bad configurations
 @pytest.mark.parametrize("fields,field_name", [
     (dict(name="resnet99"), "config.model.name"),

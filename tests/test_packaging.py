@@ -60,8 +60,10 @@ def test_core_dependencies_are_jax_jaxlib_chex_numpy_and_the_rest_is_the_train_e
 
 
 def test_every_runtime_import_is_declared():
+    """In the core dependencies or an extra: `train`, or `torch` (convert_weights reads .pth only when installed)."""
     declared = {_name(r) for r in PYPROJECT["project"]["dependencies"]}
-    declared |= {_name(r) for r in PYPROJECT["project"]["optional-dependencies"]["train"]}
+    for extra in PYPROJECT["project"]["optional-dependencies"].values():
+        declared |= {_name(r) for r in extra}
     imports = _third_party_imports(ROOT / "imbalance_jax")
     imports.update({k: v for k, v in _third_party_imports(ROOT / "experiments").items() if k not in BENCHMARK_ONLY})
     for module in _third_party_imports(ROOT / "configs"):

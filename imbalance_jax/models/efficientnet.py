@@ -4,9 +4,13 @@ Stem 3x3 stride-2 conv 32 -> BN -> swish, seven stages of MBConv blocks with squ
 (ratio 0.25 of the block's input channels), a 1x1 conv to 1280 -> BN -> swish, global average pooling.
 Widths are scaled by the width coefficient and rounded to multiples of 8; repeats by the depth
 coefficient, rounded up. The native resolutions (224/240/260/300) are not enforced: any input works.
-Deviations: BatchNorm uses the project-wide momentum 0.9 / epsilon 1e-5 (the paper's TF code: 0.99 /
-1e-3); no stochastic depth (the classifier wrapper's ``dropout`` plays the role of the paper's
-dropout before the classifier).
+Layer for layer this is torchvision's ``efficientnet_b0..b3`` (torchvision/models/efficientnet.py), so its
+ImageNet weights convert exactly (``imbalance_jax.convert_weights``): convolutions pad symmetrically by
+(k - 1) // 2 as torchvision does (the paper's TF code pads "SAME", which on an even-sized input gives a
+stride-2 convolution one pixel less padding on the top/left), BatchNorm is torchvision's momentum 0.1 (flax 0.9) / epsilon 1e-5 (the paper's TF
+code: 0.99 / 1e-3). Deviation: no stochastic depth (training-time only; torchvision drops blocks with a
+probability rising linearly to 0.2); the classifier wrapper's ``dropout`` plays the role of the dropout
+before the classifier (torchvision: 0.2 for B0/B1, 0.3 for B2/B3).
 """
 from __future__ import annotations
 
@@ -47,6 +51,12 @@ def round_filters(filters: int, width_coefficient: float, divisor: int = 8) -> i
     return int(rounded)
 
 
+def _symmetric_padding(kernel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """torchvision's symmetric (k - 1) // 2 padding (equal to "SAME" at stride 1 only)."""
+    pad = (kernel - 1) // 2
+    return ((pad, pad), (pad, pad))
+
+
 def round_repeats(repeats: int, depth_coefficient: float) -> int:
     """Scales a stage's block count, rounding up."""
     return int(math.ceil(depth_coefficient * repeats))
@@ -85,7 +95,8 @@ class MBConv(nn.Module):
             y = nn.Conv(hidden, (1, 1), use_bias=False, kernel_init=conv_init, dtype=self.dtype,
                         name="expand_conv")(y)
             y = nn.swish(self.norm(name="expand_bn")(y))
-        y = nn.Conv(hidden, (self.kernel, self.kernel), strides=self.stride, padding="SAME",
+        y = nn.Conv(hidden, (self.kernel, self.kernel), strides=self.stride,
+                    padding=_symmetric_padding(self.kernel),
                     feature_group_count=hidden, use_bias=False, kernel_init=conv_init,
                     dtype=self.dtype, name="depthwise_conv")(y)
         y = nn.swish(self.norm(name="depthwise_bn")(y))
@@ -108,7 +119,8 @@ class EfficientNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         norm = batch_norm(train, self.dtype)
-        x = nn.Conv(round_filters(32, self.width_coefficient), (3, 3), strides=2, padding="SAME",
+        x = nn.Conv(round_filters(32, self.width_coefficient), (3, 3), strides=2,
+                    padding=_symmetric_padding(3),
                     use_bias=False, kernel_init=conv_init, dtype=self.dtype, name="stem_conv")(x)
         x = nn.swish(norm(name="stem_bn")(x))
         for stage, (expand, kernel, stride, out, repeats) in enumerate(B0_STAGES):

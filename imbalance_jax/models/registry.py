@@ -10,6 +10,8 @@ Backbone options (keyword arguments, and config.model fields of the same name):
                ImageNet ResNets 64, vgg16 64). Not used by ViT or EfficientNet.
   small_input  bool: ImageNet ResNets only; 3x3 stride-1 stem without max-pool (<= 64 px inputs).
   patch_size   int: ViT only (default 16).
+  fc_layers    bool: vgg16 only; torchvision's two 4096-wide FC layers instead of global average
+               pooling (what torchvision's ImageNet VGG-16 weights load into in full).
 """
 from __future__ import annotations
 
@@ -60,9 +62,9 @@ def _resnet(stage_sizes: tuple[int, ...], block_cls: type[nn.Module]) -> Callabl
     return build
 
 
-def vgg16(*, dtype: Dtype = jnp.float32, width: int = 64) -> nn.Module:
-    """VGG-16 with BN, global average pooling instead of the FC layers."""
-    return VGG(width=width, dtype=dtype)
+def vgg16(*, dtype: Dtype = jnp.float32, width: int = 64, fc_layers: bool = False) -> nn.Module:
+    """VGG-16 with BN, global average pooling instead of the FC layers unless ``fc_layers``."""
+    return VGG(width=width, fc_layers=fc_layers, dtype=dtype)
 
 
 def _vit(size: str) -> Callable[..., nn.Module]:
@@ -103,7 +105,8 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 # Backbone options and the value that means "not set" (a backbone that does not take the option
 # accepts only this value).
-BACKBONE_OPTIONS: dict[str, Any] = {"width": None, "small_input": False, "patch_size": None}
+BACKBONE_OPTIONS: dict[str, Any] = {"width": None, "small_input": False, "patch_size": None,
+                                    "fc_layers": False}
 
 
 def _field(name: str) -> str:
@@ -197,7 +200,7 @@ def _backbone_options(given: Mapping[str, Any], name: str) -> dict[str, Any]:
                            if option in inspect.signature(f).parameters)
             raise ValueError(f"{_field(option)}={value!r} is not used by backbone {name!r}; "
                              f"only {users} take it (leave it unset or {unset!r}).")
-        if option == "small_input":
+        if isinstance(unset, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{_field(option)} must be a bool, got {value!r}.")
         else:

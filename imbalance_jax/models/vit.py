@@ -4,9 +4,13 @@ Patch embedding (conv, kernel = stride = patch size), a learnable class token, l
 embeddings, pre-LayerNorm encoder blocks (multi-head self-attention, MLP with GELU), a final
 LayerNorm; the output is the class token [B, hidden]. Sizes follow big_vision / DeiT:
 Ti = (192 wide, 12 deep, 3 heads, MLP 768), S = (384, 12, 6, 1536), B = (768, 12, 12, 3072).
-Deviations: no dropout or stochastic depth inside the encoder (the classifier wrapper's
-``dropout`` acts on the pooled class token); position embeddings are sized from the input
-resolution at init, so a model must be applied at the resolution it was initialised with.
+As torchvision's ``vit_b_16`` (torchvision/models/vision_transformer.py), whose ImageNet weights
+``imbalance_jax.convert_weights`` converts exactly: LayerNorm epsilon 1e-6, the exact (erf) GELU of the
+paper and torchvision (big_vision uses the tanh approximation), the class token first, position
+embeddings added to the class token as well. Deviations: no dropout or stochastic depth inside the
+encoder (the classifier wrapper's ``dropout`` acts on the pooled class token); position embeddings are
+sized from the input resolution at init, so a model must be applied at the resolution it was
+initialised with (224 px for torchvision's ImageNet weights).
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ VIT_SIZES: dict[str, dict[str, int]] = {
 
 
 class MlpBlock(nn.Module):
-    """Dense(mlp_dim) -> GELU -> Dense(back to the input width)."""
+    """Dense(mlp_dim) -> GELU (exact, erf) -> Dense(back to the input width)."""
 
     mlp_dim: int
     dtype: Dtype = jnp.float32
@@ -33,7 +37,7 @@ class MlpBlock(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         dense = dict(dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(),
                      bias_init=nn.initializers.normal(stddev=1e-6))
-        y = nn.gelu(nn.Dense(self.mlp_dim, name="fc1", **dense)(x))
+        y = nn.gelu(nn.Dense(self.mlp_dim, name="fc1", **dense)(x), approximate=False)
         return nn.Dense(x.shape[-1], name="fc2", **dense)(y)
 
 
