@@ -86,6 +86,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.loss.class_weighting.beta = 0.9999
     config.loss.class_weighting.tau = "dynamic"
     config.loss.class_weighting.start_epoch = 0
+    # mean: mean_i w_y·ℓ_i (CDB-CE's reference code); weighted_mean: Σ w_y·ℓ_i / Σ w_y (PyTorch's weight=, LDAM-DRW's)
+    config.loss.class_weighting.reduction = "mean"
     config.loss.aux = ml_collections.ConfigDict()
     config.loss.aux.asl = aux_loss_config("asl", weight=0.5, layers=("head_last",), metric="l2")
 

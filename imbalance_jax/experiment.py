@@ -157,6 +157,7 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     loss = config.loss
     _one_of("config.loss.name", loss.name, objectives.CLASSIFICATION_LOSSES)
     _one_of("config.loss.class_weighting.name", loss.class_weighting.name, objectives.CLASS_WEIGHTINGS)
+    _one_of("config.loss.class_weighting.reduction", loss.class_weighting.reduction, objectives.REDUCTIONS)
     for name in loss.aux.keys():
         if name not in objectives.AUX_LOSSES:
             raise ConfigError(f"config.loss.aux.{name}: unknown auxiliary loss; allowed: {sorted(objectives.AUX_LOSSES)}")
@@ -201,7 +202,8 @@ def objective_from_config(loss_config: ml_collections.ConfigDict, class_counts: 
     classification = objectives.classification_loss(
         loss_config.name, class_counts, focal_gamma=float(loss_config.focal_gamma),
         ldam_max_margin=float(loss_config.ldam_max_margin), ldam_scale=float(loss_config.ldam_scale),
-        logit_adjustment_tau=float(loss_config.logit_adjustment_tau))
+        logit_adjustment_tau=float(loss_config.logit_adjustment_tau),
+        reduction=loss_config.class_weighting.reduction)
     terms = []
     for name in sorted(loss_config.aux.keys()):
         entry = loss_config.aux[name].to_dict()

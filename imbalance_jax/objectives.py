@@ -37,15 +37,37 @@ class ObjectiveConfigError(ValueError):
 # ------------------------------------------------------------------------------ classification losses
 ClassificationLoss = Callable[[Array, Array, Array, Array], Array]  # (logits, labels, valid, class_weights)
 CLASSIFICATION_LOSSES = ("ce", "focal", "ldam", "logit_adjusted", "none")
+# How class weights reduce over a batch: "mean" = mean_i w_{y_i}·ℓ_i (the kernels'; the CDB-CE reference code);
+# "weighted_mean" = Σ_i w_{y_i}·ℓ_i / Σ_i w_{y_i} (PyTorch's cross_entropy(weight=...): the LDAM-DRW reference code).
+REDUCTIONS = ("mean", "weighted_mean")
 
 
 def classification_loss(name: str, class_counts: np.ndarray, *, focal_gamma: float = 2.0,
                         ldam_max_margin: float = 0.5, ldam_scale: float = 30.0,
-                        logit_adjustment_tau: float = 1.0) -> ClassificationLoss:
+                        logit_adjustment_tau: float = 1.0, reduction: str = "mean") -> ClassificationLoss:
     """The classification loss ``name`` as ``(logits, labels, valid, class_weights) -> scalar``.
 
     ``"logit_adjusted"`` ignores the class weights (its prior correction replaces them); ``"none"`` is 0
-    (an objective made of auxiliary losses only, e.g. the affinity loss)."""
+    (an objective made of auxiliary losses only, e.g. the affinity loss). ``reduction`` (``REDUCTIONS``):
+    with ``"weighted_mean"`` the weights are rescaled per batch by N_valid / Σ_i w_{y_i}, which turns the kernels'
+    mean_i w_{y_i}·ℓ_i into Σ_i w_{y_i}·ℓ_i / Σ_i w_{y_i}."""
+    base = _classification_loss(name, class_counts, focal_gamma=focal_gamma, ldam_max_margin=ldam_max_margin,
+                                ldam_scale=ldam_scale, logit_adjustment_tau=logit_adjustment_tau)
+    if reduction == "mean":
+        return base
+    if reduction != "weighted_mean":
+        raise ValueError(f"class-weight reduction {reduction!r}; allowed: {list(REDUCTIONS)}")
+
+    def weighted_mean(z, y, v, w):
+        valid = v.astype(w.dtype)
+        scale = jnp.sum(valid) / jnp.maximum(jnp.sum(w[y] * valid), 1e-12)
+        return base(z, y, v, w * scale)
+
+    return weighted_mean
+
+
+def _classification_loss(name: str, class_counts: np.ndarray, *, focal_gamma: float, ldam_max_margin: float,
+                         ldam_scale: float, logit_adjustment_tau: float) -> ClassificationLoss:
     counts = jnp.asarray(class_counts, jnp.float32)
     if name == "ce":
         return lambda z, y, v, w: losses.softmax_cross_entropy(z, y, v, class_weights=w)

@@ -100,3 +100,26 @@ def test_objective_logs_the_named_terms_of_the_auxiliary_losses():
     tri = losses.triplet_loss_terms(features["head_1"], batch["label"], normalize=True)
     np.testing.assert_allclose(terms["triplet/fraction_active"], tri["fraction_active"], rtol=1e-6)
     np.testing.assert_allclose(terms["triplet_loss"], tri["loss"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "ldam"])
+def test_weighted_mean_reduction_divides_by_the_sum_of_weights(name):
+    rng = np.random.default_rng(1)
+    logits = jnp.asarray(rng.normal(size=(6, 3)), jnp.float32)
+    labels = jnp.array([0, 1, 2, 2, 1, 0])
+    valid = jnp.array([True, True, True, True, False, True])
+    weights = jnp.array([0.2, 1.0, 3.0])
+    counts = np.array([50, 10, 2])
+    mean = objectives.classification_loss(name, counts)
+    weighted = objectives.classification_loss(name, counts, reduction="weighted_mean")
+    ones = objectives.classification_loss(name, counts)(logits, labels, valid, jnp.ones(3))
+    per_example = [float(objectives.classification_loss(name, counts)(logits[i:i + 1], labels[i:i + 1],
+                                                                      jnp.ones(1, bool), jnp.ones(3)))
+                   for i in range(6)]
+    w = np.asarray(weights)[np.asarray(labels)] * np.asarray(valid)
+    np.testing.assert_allclose(weighted(logits, labels, valid, weights), np.sum(w * per_example) / np.sum(w),
+                               rtol=1e-5)
+    np.testing.assert_allclose(mean(logits, labels, valid, weights), np.sum(w * per_example) / 5, rtol=1e-5)
+    np.testing.assert_allclose(weighted(logits, labels, valid, jnp.ones(3)), ones, rtol=1e-6)
+    with pytest.raises(ValueError, match="allowed: \\['mean', 'weighted_mean'\\]"):
+        objectives.classification_loss(name, counts, reduction="sum")

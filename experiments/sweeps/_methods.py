@@ -37,7 +37,8 @@ METHODS = {
     "Class-balanced focal": {"loss.name": "focal", "loss.focal_gamma": 2.0,
                              "loss.class_weighting.name": "class_balanced", "loss.class_weighting.beta": 0.9999},
     # DRW from epoch 4 of 5: the LDAM-DRW schedule (re-weighting for the last 20% of training, 160 of 200).
-    "LDAM-DRW": {"loss.name": "ldam", "loss.class_weighting.name": "drw", "loss.class_weighting.start_epoch": 4},
+    "LDAM-DRW": {"loss.name": "ldam", "loss.class_weighting.name": "drw", "loss.class_weighting.start_epoch": 4,
+                 "loss.class_weighting.reduction": "weighted_mean"},
     "Logit adjustment": {"loss.name": "logit_adjusted", "loss.logit_adjustment_tau": 1.0},
     "CDB-CE": {"loss.class_weighting.name": "cdb"},
     "TDE": {"model.classifier": "tde"},
