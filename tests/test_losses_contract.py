@@ -257,7 +257,8 @@ def _vmap_results(group: str):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_vmap_equals_loop(name):
-    (values, grads), looped = _vmap_results(KERNELS[name].group)[0][name], _vmap_results(KERNELS[name].group)[1]
+    batched, looped = _vmap_results(KERNELS[name].group)
+    values, grads = batched[name]
     for i, single in enumerate(looped):
         _assert_close((values[i], grads[i]), single[name], rtol=1e-5, atol=1e-7, msg=f"batch {i}")
 
