@@ -1,19 +1,15 @@
-"""Tests for imbalance_jax.losses.classification: numpy-loop parity, degenerate inputs, jit/vmap/shard_map."""
+"""Tests for imbalance_jax.losses.classification: numpy-loop parity, hand examples, special cases, bad arguments.
+jit/padding/vmap/shard_map/degenerate batches: tests/test_losses_contract.py."""
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from imbalance_jax.losses import classification as C
 from imbalance_jax.losses import weighting
 
-SETTINGS = settings(max_examples=15, deadline=None)
 B, K = 8, 4  # batch, classes
 
 
@@ -125,96 +121,6 @@ def test_special_cases_reduce_to_cross_entropy():
     np.testing.assert_allclose(
         C.cdb_cross_entropy(args[0], args[1], acc, args[2]),
         C.softmax_cross_entropy(*args, class_weights=weighting.cdb_weights(acc)), rtol=1e-6)
-
-
-def _value_and_grad(kind, logits, labels, valid, counts, **kw):
-    w = None if kind == "la" else jnp.linspace(0.5, 2.0, logits.shape[-1])
-    return jax.value_and_grad(lambda x: _call(kind, x, labels, valid, w, counts, **kw))(logits)
-
-
-@SETTINGS
-@given(
-    kind=st.sampled_from(KINDS),
-    magnitude=st.sampled_from([0.0, 1e-3, 1.0, 1e4, 1e30]),
-    one_class=st.booleans(),
-    mask_mode=st.sampled_from(["all", "some", "none", "one"]),
-    seed=st.integers(0, 2**16),
-    gamma=st.sampled_from([0.0, 0.5, 2.0]),
-)
-def test_degenerate_inputs_are_finite(kind, magnitude, one_class, mask_mode, seed, gamma):
-    rng = np.random.default_rng(seed)
-    logits = jnp.asarray(magnitude * np.sign(rng.standard_normal((B, K))), jnp.float32)
-    labels = jnp.zeros(B, jnp.int32) if one_class else jnp.asarray(rng.integers(0, K, B), jnp.int32)
-    valid = {"all": np.ones(B, bool), "some": rng.random(B) < 0.5, "none": np.zeros(B, bool),
-             "one": np.arange(B) == 3}[mask_mode]
-    counts = jnp.asarray([0, 5, 0, 1000])  # zero counts
-    kw = {"gamma": gamma} if kind == "focal" else {}
-    value, grad = _value_and_grad(kind, logits, labels, jnp.asarray(valid), counts, **kw)
-    assert np.isfinite(float(value)) and np.all(np.isfinite(grad))
-    assert np.all(np.asarray(grad)[~valid] == 0)
-    if not valid.any():
-        assert float(value) == 0.0
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_everything_masked_gives_zero_with_zero_gradient(kind):
-    logits = jnp.asarray(np.random.default_rng(0).standard_normal((B, K)), jnp.float32)
-    value, grad = _value_and_grad(kind, logits, jnp.zeros(B, jnp.int32), jnp.zeros(B, bool), jnp.arange(K))
-    assert float(value) == 0.0
-    np.testing.assert_array_equal(grad, np.zeros((B, K)))
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_masked_padding_equals_unpadded_and_jit(kind):
-    logits, labels, _, weights, counts = _inputs(5, dtype=np.float32)
-    w = None if kind == "la" else jnp.asarray(weights)
-    plain = _call(kind, jnp.asarray(logits), jnp.asarray(labels), None, w, counts)
-    pad_logits = np.concatenate([logits, np.array([[np.nan, np.inf, -np.inf, 1e38]] * 3, np.float32)])
-    pad_labels = np.concatenate([labels, np.array([-1, K + 5, 0], np.int32)])
-    pad_valid = np.arange(B + 3) < B
-    fn = lambda x: _call(kind, x, jnp.asarray(pad_labels), jnp.asarray(pad_valid), w, counts)
-    padded, grad = jax.value_and_grad(fn)(jnp.asarray(pad_logits))
-    np.testing.assert_allclose(padded, plain, rtol=1e-6)
-    np.testing.assert_array_equal(np.asarray(grad)[B:], 0.0)
-    assert np.all(np.isfinite(grad))
-    jitted = jax.jit(lambda x, y, v: _call(kind, x, y, v, w, counts))
-    np.testing.assert_allclose(jitted(jnp.asarray(pad_logits), jnp.asarray(pad_labels), jnp.asarray(pad_valid)),
-                               padded, rtol=1e-6)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_vmap_over_batches(kind):
-    rng = np.random.default_rng(7)
-    logits = jnp.asarray(rng.standard_normal((3, B, K)), jnp.float32)
-    labels = jnp.asarray(rng.integers(0, K, (3, B)), jnp.int32)
-    valid = jnp.asarray(rng.random((3, B)) < 0.8)
-    counts = jnp.array([100, 20, 5, 1])
-    batched = jax.vmap(lambda x, y, v: _call(kind, x, y, v, None, counts))(logits, labels, valid)
-    singles = [_call(kind, logits[i], labels[i], valid[i], None, counts) for i in range(3)]
-    np.testing.assert_allclose(batched, singles, rtol=1e-6)
-
-
-@pytest.mark.parametrize("kind", KINDS)
-def test_axis_name_inside_shard_map_equals_global_batch(kind):
-    mesh = jax.make_mesh((4,), ("data",))
-    rng = np.random.default_rng(11)
-    logits = rng.standard_normal((B, K)).astype(np.float32)
-    labels = rng.integers(0, K, B).astype(np.int32)
-    valid = np.array([1, 1, 0, 0, 1, 0, 1, 1], bool)  # device 1 holds only padding
-    w = None if kind == "la" else jnp.linspace(0.5, 2.0, K)
-    counts = jnp.array([100, 20, 0, 3])
-
-    def sharded_loss(x, y, v):
-        local = lambda x, y, v: _call(kind, x, y, v, w, counts, axis_name="data")
-        return jax.shard_map(local, mesh=mesh, in_specs=(P("data"),) * 3, out_specs=P())(x, y, v)
-
-    put = lambda a: jax.device_put(jnp.asarray(a), NamedSharding(mesh, P("data")))
-    with jax.set_mesh(mesh):
-        value, grad = jax.jit(jax.value_and_grad(sharded_loss))(put(logits), put(labels), put(valid))
-    want, want_grad = jax.value_and_grad(lambda x: _call(kind, x, jnp.asarray(labels), jnp.asarray(valid), w,
-                                                         counts))(jnp.asarray(logits))
-    np.testing.assert_allclose(value, want, rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(grad), want_grad, rtol=1e-5, atol=1e-7)
 
 
 def test_bad_arguments_raise():

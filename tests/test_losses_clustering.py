@@ -1,15 +1,10 @@
-"""Tests for the silk-paper clustering losses (imbalance_jax.losses.clustering)."""
-
-import functools
+"""Tests for the silk-paper clustering losses (imbalance_jax.losses.clustering): loop parity, correlations, hand
+examples. jit/padding/vmap/shard_map/degenerate batches: tests/test_losses_contract.py."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from imbalance_jax.losses.clustering import (
     colour_similarity_loss,
@@ -128,100 +123,6 @@ def test_semantic_hand_example():
     assert float(semantic_triplet_loss(emb, labels)) == 0.0
     np.testing.assert_allclose(semantic_triplet_loss(emb, labels, margin=2.0), 2.0 - np.sqrt(2.0),
                                rtol=1e-6)
-
-
-@jax.jit
-def _both_value_and_grad(emb, labels, valid, hist):
-    return (jax.value_and_grad(semantic_triplet_loss)(emb, labels, valid),
-            jax.value_and_grad(colour_similarity_loss)(emb, hist, valid))
-
-
-@settings(max_examples=25, deadline=None)
-@given(emb_kind=st.sampled_from(["zeros", "identical", "random"]),
-       label_kind=st.sampled_from(["one_class", "all_distinct", "random"]),
-       valid_kind=st.sampled_from(["all", "none", "one", "random"]),
-       hist_kind=st.sampled_from(["constant", "identical", "random"]),
-       seed=st.integers(0, 1000))
-def test_degenerate_batches_finite(emb_kind, label_kind, valid_kind, hist_kind, seed):
-    n, d, k = 6, 3, 25
-    rng = np.random.default_rng(seed)
-    emb = {"zeros": np.zeros((n, d)), "identical": np.repeat(rng.normal(size=(1, d)), n, 0),
-           "random": rng.normal(size=(n, d))}[emb_kind]
-    labels = {"one_class": np.zeros(n), "all_distinct": np.arange(n),
-              "random": rng.integers(0, 2, n)}[label_kind]
-    valid = {"all": np.ones(n, bool), "none": np.zeros(n, bool), "one": np.arange(n) == 0,
-             "random": rng.random(n) > 0.5}[valid_kind]
-    hist = {"constant": np.full((n, k), 1 / k), "identical": np.repeat(rng.dirichlet(np.ones(k))[None], n, 0),
-            "random": rng.dirichlet(np.ones(k), n)}[hist_kind]
-    out = _both_value_and_grad(jnp.asarray(emb, jnp.float32), jnp.asarray(labels, jnp.int32),
-                               jnp.asarray(valid), jnp.asarray(hist, jnp.float32))
-    for value, grad in out:
-        assert np.isfinite(value) and np.all(np.isfinite(grad))
-        assert np.all(np.asarray(grad)[~valid] == 0.0)
-    if valid.sum() < 2:
-        for value, grad in out:
-            assert float(value) == 0.0 and np.all(np.asarray(grad) == 0.0)
-
-
-def test_jit_matches_eager():
-    # No zero vector here: its distance to a unit vector is 1 = the target of a constant
-    # histogram, the kink of |.|, where jit and eager may legitimately pick different sides.
-    emb, labels, valid, hist = _batch(4, n=6, special_rows=False)
-    emb, hist = jnp.asarray(emb, jnp.float32), jnp.asarray(hist, jnp.float32)
-    f = jax.value_and_grad(colour_similarity_loss)
-    (v, g), (v_jit, g_jit) = f(emb, hist), jax.jit(f)(emb, hist)
-    np.testing.assert_allclose(v_jit, v, rtol=1e-6)
-    np.testing.assert_allclose(g_jit, g, rtol=1e-5, atol=1e-7)
-
-
-def test_padding_is_ignored():
-    emb, labels, _, hist = _batch(5, n=7)
-    emb, labels = jnp.asarray(emb, jnp.float32), jnp.asarray(labels)
-    hist = jnp.asarray(hist, jnp.float32)
-    v, g = _both_value_and_grad(emb, labels, jnp.ones(7, bool), hist)
-    bad = jnp.array([[jnp.nan, 1.0, 0.0, 0.0], [jnp.inf, 0.0, 0.0, 0.0]])
-    bad_hist = jnp.full((2, 25), jnp.nan)
-    padded = _both_value_and_grad(jnp.concatenate([emb, bad]),
-                                  jnp.concatenate([labels, labels[:2]]),
-                                  jnp.arange(9) < 7, jnp.concatenate([hist, bad_hist]))
-    for (v_ref, g_ref), (v_pad, g_pad) in zip((v, g), padded):
-        np.testing.assert_allclose(v_pad, v_ref, rtol=1e-5)
-        np.testing.assert_allclose(g_pad[:7], g_ref, rtol=1e-4, atol=1e-6)
-        np.testing.assert_array_equal(g_pad[7:], 0.0)
-
-
-def test_vmap_over_leading_axis():
-    rng = np.random.default_rng(6)
-    emb = jnp.asarray(rng.normal(size=(3, 5, 2)), jnp.float32)
-    labels = jnp.asarray(rng.integers(0, 2, (3, 5)))
-    hist = jnp.asarray(rng.dirichlet(np.ones(25), (3, 5)), jnp.float32)
-    sem = jax.jit(jax.vmap(semantic_triplet_loss))(emb, labels)
-    col = jax.jit(jax.vmap(colour_similarity_loss))(emb, hist)
-    sem_single, col_single = jax.jit(semantic_triplet_loss), jax.jit(colour_similarity_loss)
-    for i in range(3):
-        np.testing.assert_allclose(sem[i], sem_single(emb[i], labels[i]), rtol=1e-6)
-        np.testing.assert_allclose(col[i], col_single(emb[i], hist[i]), rtol=1e-6)
-
-
-def test_shard_map_global_batch_equals_single_call():
-    mesh = jax.make_mesh((4,), ("data",))
-    emb, labels, valid, hist = _batch(7, n=8)
-    args = (jnp.asarray(emb, jnp.float32), jnp.asarray(labels), jnp.asarray(valid),
-            jnp.asarray(hist, jnp.float32))
-
-    def total(e, y, v, h, axis_name=None):
-        return (semantic_triplet_loss(e, y, v, axis_name=axis_name)
-                + 0.5 * colour_similarity_loss(e, h, v, axis_name=axis_name))
-
-    sharded = jax.jit(jax.shard_map(functools.partial(total, axis_name="data"), mesh=mesh,
-                                    in_specs=P("data"), out_specs=P()))
-    put = functools.partial(jax.device_put, device=NamedSharding(mesh, P("data")))
-    with jax.set_mesh(mesh):
-        value, grad = jax.value_and_grad(sharded)(*map(put, args))
-        grad = np.asarray(grad)
-    want_v, want_g = jax.jit(jax.value_and_grad(total))(*args)
-    np.testing.assert_allclose(float(value), float(want_v), rtol=1e-5)
-    np.testing.assert_allclose(grad, want_g, rtol=1e-4, atol=1e-7)
 
 
 def test_bad_arguments():

@@ -1,4 +1,4 @@
-"""Tests for imbalance_jax.losses.distances: distances, safe norms, masks, reductions, gathering."""
+"""Tests for imbalance_jax.losses.distances: pairwise distances, safe norms, L2 normalisation, precision."""
 
 import functools
 
@@ -9,20 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from imbalance_jax.losses import distances as dist_lib
 from imbalance_jax.losses.clustering import histogram_correlation
 from imbalance_jax.losses.distances import (
     METRICS,
-    check_embeddings_labels_valid,
-    gather_global_batch,
     l2_normalize,
-    pair_mask,
     pairwise_distances,
-    resolve_valid,
-    safe_mean,
     safe_norm,
     safe_sqrt,
 )
@@ -197,96 +190,6 @@ def test_l2_normalize_nan_free_at_zero():
     np.testing.assert_allclose(y[:2], [[0.0, 0.0], [0.6, 0.8]], atol=1e-6)
     g = jax.jacobian(lambda a: l2_normalize(a).sum())(x)
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
-
-
-def test_masks_against_loops():
-    labels = np.array([0, 1, 0, 2, 1])
-    valid = np.array([True, True, False, True, True])
-    n = len(labels)
-    for same in (True, False, None):
-        for diag in (True, False):
-            for upper in (True, False):
-                got = np.asarray(
-                    pair_mask(jnp.asarray(labels), jnp.asarray(valid), same=same,
-                              include_diagonal=diag, upper_triangle=upper)
-                )
-                for i in range(n):
-                    for j in range(n):
-                        want = valid[i] and valid[j]
-                        want &= same is None or (labels[i] == labels[j]) == same
-                        want &= (i < j or (diag and i == j)) if upper else (diag or i != j)
-                        assert got[i, j] == want, (same, diag, upper, i, j)
-    with pytest.raises(ValueError, match="same must be one of"):
-        pair_mask(jnp.asarray(labels), None, same="yes")
-
-
-def test_anchor_masks_and_triplet_mask():
-    labels = jnp.array([0, 0, 1])
-    valid = jnp.array([True, True, True])
-    ap = dist_lib.anchor_positive_mask(labels, valid)
-    an = dist_lib.anchor_negative_mask(labels, valid)
-    np.testing.assert_array_equal(ap, [[0, 1, 0], [1, 0, 0], [0, 0, 0]])
-    np.testing.assert_array_equal(an, [[0, 0, 1], [0, 0, 1], [1, 1, 0]])
-    t = np.asarray(dist_lib.triplet_mask(labels, valid))
-    assert t.sum() == 2 and t[0, 1, 2] and t[1, 0, 2]
-
-
-def test_resolve_valid():
-    np.testing.assert_array_equal(resolve_valid(None, 3), [True, True, True])
-    out = resolve_valid(jnp.array([1, 0]), 2)
-    assert out.dtype == jnp.bool_
-    np.testing.assert_array_equal(out, [True, False])
-
-
-def test_safe_mean_empty_and_masked_nan():
-    values = jnp.array([1.0, 2.0, jnp.nan])
-    assert float(safe_mean(values, jnp.array([True, True, False]))) == 1.5
-    empty = jnp.zeros(3, bool)
-    assert float(safe_mean(jnp.ones(3), empty)) == 0.0
-    np.testing.assert_array_equal(jax.grad(lambda v: safe_mean(v, empty))(jnp.ones(3)), 0.0)
-    g = jax.grad(lambda v: safe_mean(v, jnp.array([True, False, True])))(jnp.ones(3))
-    np.testing.assert_allclose(g, [0.5, 0.0, 0.5])
-
-
-def test_check_embeddings_labels_valid_rejects_bad_inputs():
-    emb = jnp.ones((3, 2))
-    labels = jnp.array([0, 1, 2])
-    check_embeddings_labels_valid(emb, labels, None)
-    check_embeddings_labels_valid(emb, labels, jnp.ones(3, bool))
-    bad_calls = [
-        (jnp.ones((3,)), labels, None),                 # embeddings rank
-        (jnp.ones((3, 2), jnp.int32), labels, None),    # integer embeddings
-        (emb, labels.astype(jnp.float32), None),        # float labels
-        (emb, jnp.array([0, 1]), None),                 # batch mismatch
-        (emb, labels, jnp.ones(3)),                     # float valid
-        (emb, labels, jnp.ones(2, bool)),               # valid batch mismatch
-    ]
-    for args in bad_calls:
-        with pytest.raises(AssertionError):
-            check_embeddings_labels_valid(*args)
-
-
-def test_gather_global_batch_identity_without_axis():
-    a, b = jnp.ones(3), jnp.zeros(2)
-    out = gather_global_batch(None, a, b)
-    assert out[0] is a and out[1] is b
-
-
-def test_gather_global_batch_in_shard_map():
-    mesh = jax.make_mesh((4,), ("data",))
-    x = jnp.arange(8.0).reshape(8, 1)
-    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
-
-    def body(local):
-        (full,) = gather_global_batch("data", local)
-        return jnp.sum(full * jnp.arange(8.0)[:, None] ** 2)
-
-    f = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=P("data"), out_specs=P()))
-    with jax.set_mesh(mesh):
-        value = f(xs)
-        grad = np.asarray(jax.grad(f)(xs))
-    assert float(value) == float(jnp.sum(x[:, 0] * jnp.arange(8.0) ** 2))
-    np.testing.assert_allclose(grad[:, 0], np.arange(8.0) ** 2)
 
 
 def _dot_precisions(fn, *args) -> list:

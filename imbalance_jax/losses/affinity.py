@@ -25,15 +25,10 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from imbalance_jax.losses.classification import per_example_mean
-from imbalance_jax.losses.distances import (
-    check_embeddings_labels_valid,
-    check_metric,
-    pair_mask,
-    pairwise_distances,
-    resolve_valid,
-    safe_mean,
-)
+from imbalance_jax.losses.batch import check_embeddings_labels_valid, resolve_valid
+from imbalance_jax.losses.distances import check_metric, pairwise_distances
+from imbalance_jax.losses.masks import pair_mask
+from imbalance_jax.losses.reductions import per_example_mean, safe_mean
 
 Array = jax.Array
 

@@ -27,17 +27,15 @@ from typing import Mapping, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from imbalance_jax.losses.distances import (
+from imbalance_jax.losses.batch import (
     check_embeddings_labels_valid,
-    check_metric,
     gather_global_batch,
     mask_rows,
-    pair_mask,
-    pairwise_distances,
     resolve_valid,
-    safe_mean,
-    safe_norm,
 )
+from imbalance_jax.losses.distances import check_metric, pairwise_distances, safe_norm
+from imbalance_jax.losses.masks import pair_mask
+from imbalance_jax.losses.reductions import safe_mean
 
 Array = jax.Array
 

@@ -21,25 +21,11 @@ from typing import Optional, Union
 import jax
 import jax.numpy as jnp
 
-from imbalance_jax.losses.distances import check_embeddings_labels_valid, resolve_valid, safe_mean
+from imbalance_jax.losses.batch import check_embeddings_labels_valid, resolve_valid
+from imbalance_jax.losses.reductions import per_example_mean
 from imbalance_jax.losses.weighting import cdb_weights, safe_class_counts
 
 Array = jax.Array
-
-
-def per_example_mean(values: Array, mask: Array, axis_name: Optional[str] = None) -> Array:
-    """Mean of ``values[mask]`` over the (global, when ``axis_name`` is set) batch; 0 if empty.
-
-    With ``axis_name`` the masked sum and the count are ``psum``-ed over that axis, which gives
-    the same value on every device as :func:`safe_mean` on the concatenated batch.
-    """
-    if axis_name is None:
-        return safe_mean(values, mask)
-    mask = jnp.broadcast_to(mask, values.shape)
-    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
-    count = jnp.sum(mask.astype(values.dtype))
-    total, count = jax.lax.psum((total, count), axis_name)
-    return total / jnp.maximum(count, 1.0)
 
 
 def _prepare(

@@ -24,18 +24,15 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from imbalance_jax.losses.distances import (
+from imbalance_jax.losses.batch import (
     check_embeddings_labels_valid,
     gather_global_batch,
-    inner_products,
-    l2_normalize,
     mask_rows,
-    pair_mask,
-    pairwise_distances,
     resolve_valid,
-    safe_mean,
-    safe_norm,
 )
+from imbalance_jax.losses.distances import inner_products, l2_normalize, pairwise_distances, safe_norm
+from imbalance_jax.losses.masks import pair_mask
+from imbalance_jax.losses.reductions import safe_mean
 from imbalance_jax.losses.triplet import triplet_loss_terms
 
 Array = jax.Array

@@ -1,15 +1,16 @@
-"""Shared distance, mask and reduction helpers for the loss kernels.
+"""Distances between embeddings: pairwise distance matrices, dot products, norms and L2 normalisation.
 
-Everything here is a pure function over arrays (no Flax, no config objects) and is safe
-under ``jit``/``grad``/``vmap``. The numerically delicate spots (``sqrt`` at 0, norms of zero
-vectors, empty means) use the "double-where" trick so that the *backward* pass is finite too:
-the unsafe branch is fed a harmless dummy value, and the result is selected afterwards.
-
-Conventions used by every kernel in ``imbalance_jax.losses``:
-
-* ``embeddings`` float[B, D], ``labels`` int[B], ``valid`` bool[B] or ``None`` (all valid).
-  Invalid rows are padding and take part in nothing.
-* Pair masks are [B, B] booleans; ``mask[i, j]`` is True when the pair (i, j) is selected.
+The "distance" role of the pytorch-metric-learning split of a metric loss into distances, miners
+and reducers (Musgrave, Belongie and Lim, 2020, "PyTorch Metric Learning", arXiv:2008.09164); the
+pair/triplet masks are in :mod:`imbalance_jax.losses.masks`, the masked means in
+:mod:`imbalance_jax.losses.reductions` and the batch/padding/sharding helpers in
+:mod:`imbalance_jax.losses.batch`. Metrics (``METRICS``): "l1", "l2", "sq_l2" and "cosine"
+(1 - cos), docs/design.md §5.0. Everything is a pure function over arrays, safe under
+``jit``/``grad``/``vmap``. The numerically delicate spots (``sqrt`` at 0, norms of zero vectors) use
+the "double-where" trick so that the *backward* pass is finite too: the unsafe branch is fed a
+harmless dummy value, and the result is selected afterwards; dot products run at
+``Precision.HIGHEST``, and the self-distance matrices have custom VJPs (one matmul / one blocked L1
+sweep in the backward pass).
 """
 
 from __future__ import annotations
@@ -239,134 +240,3 @@ def pairwise_distances(x: Array, y: Optional[Array] = None, *, metric: str = "l2
     if same:
         dist = jnp.where(jnp.eye(x.shape[0], dtype=bool), 0.0, dist)
     return dist
-
-
-# --------------------------------------------------------------------------------------------
-# Validity, masks and reductions
-# --------------------------------------------------------------------------------------------
-
-
-def resolve_valid(valid: Optional[Array], batch_size: int) -> Array:
-    """Returns ``valid`` as bool[B]; ``None`` means every row is valid."""
-    if valid is None:
-        return jnp.ones((batch_size,), dtype=bool)
-    return jnp.asarray(valid, dtype=bool)
-
-
-def check_embeddings_labels_valid(
-    embeddings: Array, labels: Array, valid: Optional[Array] = None
-) -> None:
-    """chex-asserts the standard kernel inputs: float[B, D], int[B], bool[B] | None."""
-    chex.assert_rank(embeddings, 2)
-    chex.assert_type(embeddings, float)
-    chex.assert_rank(labels, 1)
-    chex.assert_type(labels, int)
-    chex.assert_equal_shape_prefix([embeddings, labels], 1)
-    if valid is not None:
-        chex.assert_rank(valid, 1)
-        chex.assert_type(valid, bool)
-        chex.assert_equal_shape_prefix([embeddings, valid], 1)
-
-
-def mask_rows(x: Array, valid: Array) -> Array:
-    """Zeroes the invalid rows of x [B, ...] so padding (even inf/NaN) cannot reach any result.
-
-    The gradient with respect to the invalid rows is exactly 0.
-    """
-    keep = valid.reshape(valid.shape + (1,) * (x.ndim - 1))
-    return jnp.where(keep, x, jnp.zeros_like(x))
-
-
-def same_class_mask(labels: Array) -> Array:
-    """bool[B, B]: ``labels[i] == labels[j]`` (diagonal included)."""
-    return labels[:, None] == labels[None, :]
-
-
-def different_class_mask(labels: Array) -> Array:
-    """bool[B, B]: ``labels[i] != labels[j]``."""
-    return labels[:, None] != labels[None, :]
-
-
-def valid_pair_mask(valid: Array) -> Array:
-    """bool[B, B]: both rows valid."""
-    return valid[:, None] & valid[None, :]
-
-
-def pair_mask(
-    labels: Array,
-    valid: Optional[Array] = None,
-    *,
-    same: Optional[bool],
-    include_diagonal: bool = False,
-    upper_triangle: bool = False,
-) -> Array:
-    """bool[B, B] mask of selected pairs (i, j).
-
-    Args:
-      labels: int[B].
-      valid: bool[B] or None; pairs touching an invalid row are never selected.
-      same: True -> same-class pairs, False -> different-class pairs, None -> any labels.
-      include_diagonal: whether the self pairs (i, i) may be selected.
-      upper_triangle: keep only i < j (or i <= j with ``include_diagonal``), i.e. unordered pairs.
-    """
-    n = labels.shape[0]
-    valid = resolve_valid(valid, n)
-    mask = valid_pair_mask(valid)
-    if same is True:
-        mask &= same_class_mask(labels)
-    elif same is False:
-        mask &= different_class_mask(labels)
-    elif same is not None:
-        raise ValueError(f"same must be one of (True, False, None), got {same!r}.")
-    k = 0 if include_diagonal else 1
-    if upper_triangle:
-        mask &= jnp.triu(jnp.ones((n, n), dtype=bool), k=k)
-    elif not include_diagonal:
-        mask &= ~jnp.eye(n, dtype=bool)
-    return mask
-
-
-def anchor_positive_mask(labels: Array, valid: Optional[Array] = None) -> Array:
-    """bool[B, B]: (a, p) with ``a != p``, same label, both valid (ordered pairs)."""
-    return pair_mask(labels, valid, same=True, include_diagonal=False)
-
-
-def anchor_negative_mask(labels: Array, valid: Optional[Array] = None) -> Array:
-    """bool[B, B]: (a, n) with different labels, both valid (ordered pairs)."""
-    return pair_mask(labels, valid, same=False, include_diagonal=True)
-
-
-def triplet_mask(labels: Array, valid: Optional[Array] = None) -> Array:
-    """bool[B, B, B] mask ``[a, p, n]`` of valid triplets. O(B^3): reference/tests only."""
-    ap = anchor_positive_mask(labels, valid)
-    an = anchor_negative_mask(labels, valid)
-    return ap[:, :, None] & an[:, None, :]
-
-
-def safe_mean(values: Array, mask: Array) -> Array:
-    """``sum(values[mask]) / max(count, 1)``: 0 with zero gradient when ``mask`` is empty.
-
-    Masked-out entries are removed with ``where`` (not multiplied by 0), so inf/NaN there cannot
-    leak into the result.
-    """
-    mask = jnp.broadcast_to(mask, values.shape)
-    total = jnp.sum(jnp.where(mask, values, jnp.zeros_like(values)))
-    count = jnp.sum(mask.astype(values.dtype))
-    return total / jnp.maximum(count, 1.0)
-
-
-def gather_global_batch(axis_name: Optional[str], *arrays: Array) -> tuple[Array, ...]:
-    """All-gathers each array along its leading axis over ``axis_name`` (tiled).
-
-    With ``axis_name=None`` the arrays are returned unchanged. Inside ``jax.shard_map`` (or
-    ``jax.pmap``) with the batch sharded over ``axis_name``, every device then sees the global
-    batch, so a pair/triplet kernel gives the same value as a single call on the concatenated
-    batch. The gather is typed ``to="invarying"`` (replicated), which lets ``out_specs=P()``
-    return the loss and makes ``jax.grad`` through the ``shard_map`` (default
-    ``check_vma=True``) equal to the gradient of the single call, not ``num_devices`` times it.
-    """
-    if axis_name is None:
-        return tuple(arrays)
-    return tuple(
-        jax.lax.all_gather(a, axis_name, tiled=True, to="invarying") for a in arrays
-    )

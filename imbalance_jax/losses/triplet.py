@@ -50,17 +50,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imbalance_jax.losses.distances import (
-    anchor_negative_mask,
-    anchor_positive_mask,
+from imbalance_jax.losses.batch import (
     check_embeddings_labels_valid,
-    check_metric,
     gather_global_batch,
-    l2_normalize,
     mask_rows,
-    pairwise_distances,
     resolve_valid,
 )
+from imbalance_jax.losses.distances import check_metric, l2_normalize, pairwise_distances
+from imbalance_jax.losses.masks import anchor_negative_mask, anchor_positive_mask
 
 Array = jax.Array
 
