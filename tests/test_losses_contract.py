@@ -144,10 +144,7 @@ GROUPS = {g: tuple(n for n in NAMES if KERNELS[n].group == g) for g in sorted({k
 # ------------------------------------------------------------------------------------------ known failures
 # Real defects the contract found; the kernels were not changed in the refactoring that added this file.
 # Each is a strict xfail, so a fix turns it into an XPASS failure and the entry must then be removed.
-#
-# triplet_loss(normalize=True) L2-normalises before it zeroes the invalid rows (triplet._prepare), so an
-# inf/NaN padding row gets a NaN gradient (its value is unaffected). Normalising mask_rows(x) would fix it.
-KNOWN_NONFINITE_PADDING = {f"triplet_loss[{m},violating,normalize]" for m in TRIPLET_METRICS}
+KNOWN_NONFINITE_PADDING: set[str] = set()
 # pairwise_distances(x, y, metric="l1") with y != x has a custom VJP (distances._l1) whose backward rule
 # returns the cotangent of y varying over the mesh axis when x is sharded and y (the prototypes) is
 # replicated; shard_map's check_vma rejects it ("the manual axis types do not match").

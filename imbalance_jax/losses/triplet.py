@@ -82,9 +82,10 @@ def _prepare(embeddings, labels, valid, metric, axis_name, normalize=False):
     check_embeddings_labels_valid(embeddings, labels, valid)
     valid = resolve_valid(valid, embeddings.shape[0])
     embeddings, labels, valid = gather_global_batch(axis_name, embeddings, labels, valid)
+    embeddings = mask_rows(embeddings, valid)  # before normalising: padding rows may hold inf / NaN
     if normalize:
         embeddings = l2_normalize(embeddings)
-    dist = pairwise_distances(mask_rows(embeddings, valid), metric=metric)
+    dist = pairwise_distances(embeddings, metric=metric)
     return dist, anchor_positive_mask(labels, valid), anchor_negative_mask(labels, valid)
 
 
