@@ -46,7 +46,9 @@ def _tuples(node: Any) -> Any:
 
 
 def load_run_config(workdir: str):
-    """The run's resolved config from ``workdir/config.json``."""
+    """The run's resolved config from ``workdir/config.json``, over ``configs/default.py`` when that file can be
+    imported (run from the repository root): a run written before a field existed gets that field's default.
+    ``loss.aux`` is taken as saved (its entries are the run's auxiliary losses, not defaults to merge into)."""
     import ml_collections
 
     path = os.path.join(workdir, "config.json")
@@ -54,7 +56,23 @@ def load_run_config(workdir: str):
         raise EvaluateError(f"--workdir={workdir}: no config.json there (is it a run directory of "
                             "python -m imbalance_jax.main?)")
     with open(path) as f:
-        return ml_collections.ConfigDict(_tuples(json.load(f)))
+        saved = _tuples(json.load(f))
+    try:
+        from configs import default
+    except ImportError:
+        return ml_collections.ConfigDict(saved)
+    config = default.get_config()
+
+    def merge(node: ml_collections.ConfigDict, values: dict) -> None:
+        for key, value in values.items():
+            if key != "aux" and isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+                merge(node[key], value)
+            else:
+                node[key] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+
+    with config.unlocked():
+        merge(config, saved)
+    return config
 
 
 def checkpoint_location(workdir: str, checkpoint: str, max_to_keep: int):
