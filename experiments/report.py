@@ -7,7 +7,8 @@ One row per method (× grid point); columns accuracy, balanced accuracy, macro F
 many/medium/few-shot accuracy of ``metrics.json[split]``, each as mean ± sample std (ddof = 1) over the
 finished seeds, in %; an ``n`` column appears when some row has fewer finished seeds than the sweep asks for.
 A "Training data" section gives the imbalance ratio IR and balance deviation BD (silk paper Eqs. 6-7) of the
-finished cells' training sets, one line per distinct value. Cells that are not finished are listed with their state
+finished cells' training sets, one line per distinct value. The sweep's blocks in experiments/RESULTS.md
+(``<!-- table:<sweep> -->`` and ``<!-- paired:<sweep> -->``) are rewritten from the same cells. Cells that are not finished are listed with their state
 (not run, interrupted, failed, stale); the appendix gives every finished cell's command and wall time.
 """
 
@@ -262,6 +263,36 @@ def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test", swe
     return "\n".join(lines) + "\n"
 
 
+RESULTS_MD = sweeps.REPO_ROOT / "experiments" / "RESULTS.md"
+
+
+def update_results_md(path: PathLike, sweep: Sweep, results: Sequence[CellResult], split: str = "test") -> bool:
+    """Replaces the blocks ``<!-- table:<sweep> -->`` … ``<!-- /table -->`` (the table) and
+    ``<!-- paired:<sweep> -->`` … ``<!-- /paired -->`` (the paired differences) of ``path`` with the current
+    ones; returns whether the file has such a block."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return False
+    text = path.read_text()
+    finished = sum(r.status == "done" for r in results)
+    blocks = {"table": [f"{finished}/{len(results)} cells finished (seeds {', '.join(map(str, sweep.seeds))}); "
+                        f"`{split}` metrics in %, mean ± sample std over the finished seeds.", "",
+                        *_table(sweep, results, split)],
+              "paired": _paired(sweep, results, split) if sweep.comparisons else []}
+    found = False
+    for kind, lines in blocks.items():
+        start, end = f"<!-- {kind}:{sweep.name} -->", f"<!-- /{kind} -->"
+        while start in text:
+            i = text.index(start)
+            j = text.index(end, i)
+            text = text[:i] + start + "\n" + "\n".join(lines) + "\n" + text[j:]
+            found = True
+            break
+    if found:
+        path.write_text(text)
+    return found
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", help=f"a sweep name ({', '.join(sweeps.sweep_names())}) or a .py path")
@@ -280,7 +311,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(sweep, results, args.split, sweep_arg=args.sweep))
     finished = sum(r.status == "done" for r in results)
-    print(f"{sweep.name}: {finished}/{len(results)} cells finished; wrote {out}")
+    updated = update_results_md(RESULTS_MD, sweep, results, args.split) if args.out is None else False
+    print(f"{sweep.name}: {finished}/{len(results)} cells finished; wrote {out}"
+          + (f" and its tables in {RESULTS_MD}" if updated else ""))
     return 0
 
 

@@ -322,3 +322,17 @@ def test_report_paired_differences_and_posthoc(tmp_path):
     assert "| Base | default | logit_adjustment | 1 | 50.00 | 60.00 |" in text
     with pytest.raises(ValueError, match="comparisons must be"):
         Sweep(name="bad", base_config="configs/default.py", methods={"A": {}}, comparisons=(("A", "B"),))
+
+
+def test_results_md_blocks_are_rewritten_from_the_cells(tmp_path):
+    sweep = Sweep(name="blocks", base_config="configs/default.py", methods={"Base": {}, "New": {"loss.weight": 1.0}},
+                  seeds=(0,), comparisons=(("New", "Base"),))
+    cells = {c.key: c for c in sweep.cells()}
+    _fake_cell(cells["base/default/seed0"], tmp_path / "runs", accuracy=0.5)
+    _fake_cell(cells["new/default/seed0"], tmp_path / "runs", accuracy=0.6)
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("# R\n<!-- table:blocks -->\nold\n<!-- /table -->\ntext\n<!-- paired:blocks -->\nx\n<!-- /paired -->\n")
+    assert report.update_results_md(doc, sweep, report.collect(sweep, tmp_path / "runs"))
+    text = doc.read_text()
+    assert "old" not in text and "| Base | 50.00 |" in text and "| New − Base | +10.00 (n=1) |" in text
+    assert text.startswith("# R\n<!-- table:blocks -->\n2/2 cells finished") and "\ntext\n" in text
