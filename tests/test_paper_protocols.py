@@ -16,7 +16,7 @@ from imbalance_jax import models, optim, train
 from imbalance_jax.data import eval_batches
 from imbalance_jax.models import affinity_head
 from test_configs import CONFIG_NAMES, tiny_fashion_mnist
-from test_train import tiny_config
+from test_train import override, tiny_config
 
 
 def _configs():
@@ -85,13 +85,7 @@ def _affinity_config(**overrides):
     config.model.head_widths = (32,)
     config.data.sampler = "random"
     config.optimizer.learning_rate = 3e-3
-    for key, value in overrides.items():
-        *path, leaf = key.split(".")
-        node = config
-        for p in path:
-            node = node[p]
-        node[leaf] = value
-    return config
+    return override(config, **overrides)
 
 
 def test_class_mean_prototypes_start_at_the_feature_scale():

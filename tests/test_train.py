@@ -27,7 +27,12 @@ def tiny_config(**overrides):
     config.disable_progress_bar = True
     config.batch_size = 32
     config.eval_batch_size = 64
-    for key, value in overrides.items():
+    return override(config, **overrides)
+
+
+def override(config, **fields):
+    """Sets each dotted ``fields`` path of ``config`` (e.g. ``**{"loss.aux.asl.weight": 0.0}``); returns it."""
+    for key, value in fields.items():
         target = config
         *path, leaf = key.split(".")
         for p in path:
