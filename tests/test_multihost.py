@@ -3,6 +3,7 @@ collectives, two fake CPU devices each) give the run of one process with four de
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -36,18 +37,24 @@ def _environment(device_count: int, **variables: str) -> dict[str, str]:
 
 
 def _run_all(commands: list[tuple[list[str], dict[str, str], str]], timeout: float) -> list[int]:
-    """Starts every (argv, env, log path) at once, each in its own process group, and waits for all; on a
-    timeout or any error every process group still running is killed, so no process outlives the test."""
+    """Starts every (argv, env, log path) at once, each in its own process group, and waits for all. When one
+    fails, at the timeout, or on any error, every process group still running is killed (a process whose peer
+    died would otherwise wait in a collective); coreutils' ``timeout``, where present, also kills each one should
+    pytest itself be killed. Returns the exit codes."""
+    guard = ["timeout", "-s", "KILL", str(int(timeout) + 30)] if shutil.which("timeout") else []
     procs = []
     try:
         for argv, env, log in commands:
             with open(log, "w") as out:
-                procs.append(subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                procs.append(subprocess.Popen(guard + argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                                               start_new_session=True))
         deadline = time.monotonic() + timeout
-        for proc in procs:
-            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        return [proc.returncode for proc in procs]
+        while time.monotonic() < deadline:
+            codes = [proc.poll() for proc in procs]
+            if None not in codes or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.5)
+        return [proc.poll() for proc in procs]
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -86,7 +93,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     codes = _run_all(commands, TIMEOUT_S)
     logs = [(tmp_path / name).read_text() for name in ("process_0.log", "process_1.log", "single.log")]
     for code, log in zip(codes, logs):
-        assert code == 0, log[-3000:]
+        assert code == 0, f"exit code {code} (None: killed after {TIMEOUT_S} s or after a peer failed)\n{log[-3000:]}"
     assert "JAX process 0/2" in logs[0] and "JAX process 1/2" in logs[1]
     # Only process 0 writes the outputs (and prints the table); both take part in the checkpoint.
     assert "Test metrics after 1 epochs" in logs[0] and "Test metrics" not in logs[1]
