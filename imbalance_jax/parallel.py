@@ -2,6 +2,8 @@
 
 One ``jax.jit`` over this mesh replaces ``pmap`` (``docs/design.md``, "Parallelism"): the auxiliary pair and
 triplet losses see the global batch, so a run gives the same numbers on 1 or N devices up to float tolerance.
+Also: the device prefetch of the input batches (:func:`prefetch_to_mesh`) and the start-up of a multi-process run
+(:func:`initialize_distributed`).
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ def prefetch_to_mesh(batches: Iterable[Mapping[str, np.ndarray]], sharding: Name
                      size: int = 2) -> Iterator[dict[str, jax.Array]]:
     """:func:`to_global` of each local batch, ``size`` batches ahead of the consumer.
 
-    Creating a global array only enqueues its host→device copy (JAX dispatches asynchronously), so the next
-    ``size`` batches are in flight while the current step runs. ``size`` = 0 converts each batch on demand. The
+    The host→device copies are dispatched asynchronously (on accelerators they return before the data has
+    arrived), so the next ``size`` batches are in flight while the current step runs. ``size`` = 0 converts each batch on demand. The
     values are those of ``to_global(batch)``: prefetching changes when a copy starts, not what is copied.
     """
     if size < 0:
