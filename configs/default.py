@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.batch_size = 32  # global batch, split over the devices of the ('data',) mesh
     config.eval_batch_size = 128
     config.num_devices = 0  # 0 = every local device
+    config.device_prefetch = 2  # global batches copied onto the devices ahead of the step (0: on demand)
     config.multi_host = False  # True: jax.distributed.initialize() at start-up
     config.disable_progress_bar = False
 

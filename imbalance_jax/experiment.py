@@ -63,6 +63,7 @@ class TrainingOptions:
     evaluate_best: bool  # final evaluation on the best checkpoint (always with early stopping)
     early_stopping_patience: Optional[int]  # None: no early stopping
     disable_progress_bar: bool
+    device_prefetch: int  # global batches put on the mesh ahead of the step (0: on demand)
     embedding_layer: str
     many_shot_threshold: int
     few_shot_threshold: int
@@ -129,6 +130,9 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     _positive_int("config.num_epochs", config.num_epochs)
     _check_batch_divisible("config.batch_size", config.batch_size, num_devices, process_count)
     _check_batch_divisible("config.eval_batch_size", config.eval_batch_size, num_devices, process_count)
+    if not isinstance(config.device_prefetch, int) or isinstance(config.device_prefetch, bool) \
+            or config.device_prefetch < 0:
+        raise ConfigError(f"config.device_prefetch={config.device_prefetch!r} must be an integer >= 0")
 
     data = config.data
     _one_of("config.data.name", data.name, DATASETS)
@@ -278,7 +282,8 @@ def training_options(config: ml_collections.ConfigDict) -> TrainingOptions:
         max_to_keep=int(config.checkpoint.max_to_keep), best_metric=config.checkpoint.best_metric,
         evaluate_best=bool(config.checkpoint.evaluate_best or config.early_stopping.enabled),
         early_stopping_patience=int(config.early_stopping.patience) if config.early_stopping.enabled else None,
-        disable_progress_bar=bool(config.disable_progress_bar), embedding_layer=config.evaluation.embedding_layer,
+        disable_progress_bar=bool(config.disable_progress_bar), device_prefetch=int(config.device_prefetch),
+        embedding_layer=config.evaluation.embedding_layer,
         many_shot_threshold=int(config.evaluation.many_shot_threshold),
         few_shot_threshold=int(config.evaluation.few_shot_threshold),
         pretrained_path=config.model.pretrained_path, pretrained_prefix=config.model.pretrained_prefix,

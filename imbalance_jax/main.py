@@ -39,7 +39,7 @@ def main(argv):
     # tf.data only feeds the pipeline: keep TensorFlow off any accelerator JAX uses.
     tf.config.set_visible_devices([], "GPU")
     if FLAGS.config.multi_host:
-        jax.distributed.initialize()
+        _initialize_multi_host()
     from imbalance_jax import train
     from imbalance_jax.data import DatasetError
     from imbalance_jax.experiment import ConfigError
@@ -49,6 +49,17 @@ def main(argv):
     try:
         train.train_and_evaluate(FLAGS.config, FLAGS.workdir, command=command)
     except (ConfigError, DatasetError) as e:
+        sys.exit(f"error: {e}")
+
+
+def _initialize_multi_host() -> None:
+    """``jax.distributed.initialize`` from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or the
+    cluster's own environment (SLURM, Cloud TPU, ...) when none is set; an incomplete set stops the run."""
+    from imbalance_jax import parallel
+
+    try:
+        parallel.initialize_distributed()
+    except ValueError as e:
         sys.exit(f"error: {e}")
 
 

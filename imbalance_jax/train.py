@@ -181,8 +181,8 @@ def train_epoch(exp: Experiment, train_fn, state: TrainState, epoch: int, progre
                             sampler=exp.options.sampler, seed=exp.options.seed, epoch=epoch,
                             num_epochs=exp.options.num_epochs, extras=exp.extras["train"],
                             images_per_class=exp.options.pk_images_per_class)
-    for i, batch in enumerate(batches):
-        state, metrics = train_fn(state, parallel.to_global(batch, exp.data_sharding))
+    for i, batch in enumerate(parallel.prefetch_to_mesh(batches, exp.data_sharding, exp.options.device_prefetch)):
+        state, metrics = train_fn(state, batch)
         step_metrics.append(metrics)
         progress.update(1)
         if i % log_every == 0:

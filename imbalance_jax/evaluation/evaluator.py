@@ -32,8 +32,9 @@ def evaluate(exp: Any, eval_fn: Callable, state: Any, split_name: str, *,
     exactly once; ``exp`` is an :class:`imbalance_jax.experiment.Experiment`. ``collect_embedding`` also
     gathers the logits and the embedding layer's features of every example."""
     split = getattr(exp.splits, split_name)
-    outputs = [eval_fn(state, parallel.to_global(batch, exp.data_sharding))
-               for batch in eval_batches(split, exp.eval_options, exp.extras[split_name])]
+    batches = eval_batches(split, exp.eval_options, exp.extras[split_name])
+    outputs = [eval_fn(state, batch)
+               for batch in parallel.prefetch_to_mesh(batches, exp.data_sharding, exp.options.device_prefetch)]
     # Sum on the host: eager jnp ops on sharded outputs would each compile a tiny XLA program.
     confusion = sum(np.asarray(o["confusion"]) for o in outputs)
     loss_sum = sum(float(o["loss_sum"]) for o in outputs)
