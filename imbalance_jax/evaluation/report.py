@@ -268,6 +268,7 @@ def write_report(
     wall_time_s: float,
     command: Optional[str] = None,
     class_names: Optional[Sequence[str]] = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """Writes the run's Markdown report (report.md).
 
@@ -294,6 +295,8 @@ def write_report(
       wall_time_s: run wall-clock time in seconds.
       command: the command line that produced the run, if known.
       class_names: optional names of the classes (default: class indices).
+      notes: lines of a "Run notes" section after the summary (e.g. a divergence, a checkpoint fall-back, a
+        config change accepted on a rerun); no section when empty.
     """
     if not isinstance(metrics, Mapping) or not isinstance(class_counts, Mapping) or not isinstance(imbalance, Mapping):
         raise ValueError("metrics, imbalance and class_counts must be mappings (see the docstring).")
@@ -319,6 +322,8 @@ def write_report(
     if command is not None:
         lines += [f"- command: `{command}`"]
     lines.append("")
+    if notes:
+        lines += ["## Run notes", "", *(f"- {_md_escape(note)}" for note in notes), ""]
     lines += _class_count_section(class_counts, stats, names)
     if metrics:
         splits, metric_names, cells = _scalar_rows(metrics)
