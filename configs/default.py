@@ -20,6 +20,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.device_prefetch = 2  # global batches copied onto the devices ahead of the step (0: on demand)
     config.multi_host = False  # True: jax.distributed.initialize() at start-up
     config.disable_progress_bar = False
+    # A rerun in a workdir whose checkpoints were trained with another config stops, naming the differing fields;
+    # True continues that run under this config instead and records the change in config.json and report.md.
+    config.allow_config_change = False
+    # A step whose loss or gradient is not finite: "stop" ends the run with one message (step, epoch, the loss
+    # terms, the last good checkpoint); "skip_step" leaves that step's update out, counts it and goes on.
+    config.nan_policy = "stop"  # stop | skip_step
+    config.nan_max_consecutive_skips = 10  # skip_step: stop after this many non-finite steps in a row
 
     config.data = ml_collections.ConfigDict()
     config.data.name = "digits"

@@ -7,12 +7,16 @@ runs every check that needs no data (field values, and a shape-only trace of the
 datasets whose image shape is known), for sweeps that validate many configs in seconds.
 
 Every problem is a :class:`ConfigError` whose one-line message names the config field and the allowed values.
+:func:`computation_changes` compares a config with the one a workdir's checkpoints were trained with (the
+workdir guard of :mod:`imbalance_jax.workdir`); :data:`SAFE_FIELDS` lists the fields a rerun may change.
 Everything downstream (``models``, ``data``, ``optim``, ``objectives``, ``train``) takes plain arguments.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from typing import Any, Mapping, Optional
 
 import jax
@@ -41,6 +45,9 @@ BEST_METRICS: dict[str, bool] = {"val_loss": False, "val_accuracy": True, "val_b
 NATIVE_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "digits": ((8, 8, 1), 10), "fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10),
     "cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100)}
+
+# What a step with a non-finite loss or gradient does (config.nan_policy).
+NAN_POLICIES = ("stop", "skip_step")
 
 # config.model fields that are not create_model arguments.
 _MODEL_FIELDS_READ_ELSEWHERE = ("pretrained_path", "pretrained_prefix", "pretrained_strict")
@@ -72,6 +79,9 @@ class TrainingOptions:
     pretrained_strict: bool
     prototype_init: Optional[str]  # affinity classifier only
     num_centres: int
+    allow_config_change: bool  # continue a workdir trained with another config (recorded)
+    nan_policy: str  # one of NAN_POLICIES
+    nan_max_consecutive_skips: int  # skip_step: non-finite steps in a row that end the run
 
 
 @dataclasses.dataclass
@@ -128,6 +138,10 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     if missing:
         raise ConfigError(f"config is missing required top-level field(s) {missing}")
     _positive_int("config.num_epochs", config.num_epochs)
+    if not isinstance(config.allow_config_change, bool):
+        raise ConfigError(f"config.allow_config_change={config.allow_config_change!r} must be True or False")
+    _one_of("config.nan_policy", config.nan_policy, NAN_POLICIES)
+    _positive_int("config.nan_max_consecutive_skips", config.nan_max_consecutive_skips)
     _check_batch_divisible("config.batch_size", config.batch_size, num_devices, process_count)
     _check_batch_divisible("config.eval_batch_size", config.eval_batch_size, num_devices, process_count)
     if not isinstance(config.device_prefetch, int) or isinstance(config.device_prefetch, bool) \
@@ -289,7 +303,9 @@ def training_options(config: ml_collections.ConfigDict) -> TrainingOptions:
         pretrained_path=config.model.pretrained_path, pretrained_prefix=config.model.pretrained_prefix,
         pretrained_strict=bool(config.model.pretrained_strict),
         prototype_init=config.model.affinity.prototype_init if affinity else None,
-        num_centres=int(config.model.affinity.num_centres))
+        num_centres=int(config.model.affinity.num_centres),
+        allow_config_change=bool(config.allow_config_change), nan_policy=config.nan_policy,
+        nan_max_consecutive_skips=int(config.nan_max_consecutive_skips))
 
 
 def _pipeline_options(config: ml_collections.ConfigDict, splits: DataSplits, batch_size: int,
@@ -429,3 +445,103 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     return Experiment(config, training_options(config), splits, mesh, model, objective, weighting, tx, schedule,
                       steps, _pipeline_options(config, splits, config.batch_size, True),
                       _pipeline_options(config, splits, config.eval_batch_size, False), extras, warnings)
+
+
+# ------------------------------------------------------------------------------- rerunning a workdir
+# Fields a rerun in a workdir may change without changing what its checkpoints hold or how training goes on
+# from them (``computation_changes`` ignores them). Every other field changes the computation.
+# ``num_epochs`` is safe only under the conditions of ``_num_epochs_change``.
+SAFE_FIELDS: dict[str, str] = {
+    "disable_progress_bar": "display only",
+    "allow_config_change": "the permission to change the others, not part of the computation",
+    "eval_batch_size": "evaluation only: every example is evaluated once in any batch size (BatchNorm uses its "
+                       "running statistics); sums over batches may differ in the last bits",
+    "checkpoint.max_to_keep": "how many old checkpoints are kept",
+    "checkpoint.evaluate_best": "which saved state the final evaluation reads; best_checkpoint/ is kept either way",
+    "num_devices": "the same global batches and steps over more or fewer devices (equal up to float rounding, "
+                   "tests/test_train.py); the default 0 already means 'every device of this machine'",
+    "multi_host": "how the processes are started, not what they compute",
+    "device_prefetch": "how far ahead batches are put on the devices, not what is computed (bit-identical, "
+                       "tests/test_parallel.py)",
+    "nan_policy": "acts only at a non-finite step; every step before one is the same under both policies "
+                  "(skipped steps are counted in the checkpoints)",
+    "nan_max_consecutive_skips": "acts only at non-finite steps (see nan_policy)",
+    "evaluation.embedding_layer": "the plotted layer only",
+    "evaluation.many_shot_threshold": "shot-group metrics only, recomputed from the state at the end "
+                                      "(earlier epochs' TensorBoard values keep the old groups)",
+    "evaluation.few_shot_threshold": "as evaluation.many_shot_threshold",
+}
+
+ABSENT = "(absent)"  # how a field that one of two configs lacks is shown and recorded
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldChange:
+    """A field whose new value changes the computation a workdir's checkpoints come from."""
+
+    path: str  # dotted, without the leading "config."
+    old: Any  # JSON value, or ABSENT
+    new: Any
+    reason: str = ""  # why a conditionally safe field (num_epochs) is not safe here
+
+    def describe(self) -> str:
+        return f"{self.path} {_show(self.old)} -> {_show(self.new)}" + (f" ({self.reason})" if self.reason else "")
+
+
+def _show(value: Any) -> str:
+    return value if value is ABSENT else json.dumps(value)
+
+
+def flatten_config(config: "ml_collections.ConfigDict | Mapping[str, Any]") -> dict[str, Any]:
+    """``{dotted path: JSON value}`` of every leaf field (tuples as lists, as in config.json)."""
+    tree = json.loads(config.to_json_best_effort()) if isinstance(config, ml_collections.ConfigDict) else config
+    flat: dict[str, Any] = {}
+
+    def walk(node: Mapping[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, Mapping) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[f"{prefix}{key}"] = value
+    walk(tree, "")
+    return flat
+
+
+def config_digest(config: ml_collections.ConfigDict) -> str:
+    """SHA-256 of the fields that change the computation (every field but :data:`SAFE_FIELDS`)."""
+    flat = {k: v for k, v in flatten_config(config).items() if k not in SAFE_FIELDS}
+    return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
+
+
+def _num_epochs_change(config: ml_collections.ConfigDict, trained_epochs: int) -> Optional[str]:
+    """None when a new ``num_epochs`` leaves the epochs trained so far and the ones to come as they would have
+    been (constant or multistep schedule, whose epochs are absolute; no progressive sampler; not below the
+    checkpoints' epoch); else why not."""
+    if config.optimizer.schedule == "cosine":
+        return "the cosine schedule decays over num_epochs"
+    if config.data.sampler == "progressive":
+        return "the progressive sampler moves towards balance over num_epochs"
+    if int(config.num_epochs) < trained_epochs:
+        return f"the checkpoints are already at epoch {trained_epochs}"
+    return None
+
+
+def computation_changes(recorded: Mapping[str, Any], config: ml_collections.ConfigDict,
+                        trained_epochs: int) -> list[FieldChange]:
+    """The fields of ``config`` that differ from ``recorded`` (the flattened config a workdir's checkpoints were
+    trained with, up to epoch ``trained_epochs``) and change the computation: every field but
+    :data:`SAFE_FIELDS`, and ``num_epochs`` unless :func:`_num_epochs_change` allows it. A field that only one
+    of them has counts as changed (shown as ``(absent)``) unless it is safe."""
+    new = flatten_config(config)
+    changes = []
+    for path in sorted(set(recorded) | set(new)):
+        old_value, new_value = recorded.get(path, ABSENT), new.get(path, ABSENT)
+        if path in SAFE_FIELDS or json.dumps(old_value, sort_keys=True) == json.dumps(new_value, sort_keys=True):
+            continue
+        reason = ""
+        if path == "num_epochs" and old_value is not ABSENT and new_value is not ABSENT:
+            reason = _num_epochs_change(config, trained_epochs)
+            if reason is None:
+                continue
+        changes.append(FieldChange(path, old_value, new_value, reason))
+    return changes

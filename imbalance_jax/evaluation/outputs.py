@@ -1,11 +1,14 @@
 """What a run writes besides its checkpoints: config.json, class_counts.json, TensorBoard (scalars per epoch,
 hyper-parameters, images at the end) and, at the end, metrics.json (with top-k accuracy, calibration, G-mean and
 the post-hoc corrections), the logits of val/test (.npz), the confusion-matrix, embedding, reliability and
-long-tail plots, the embedding samples (.npz) and report.md. Only process 0 writes."""
+long-tail plots, the embedding samples (.npz) and report.md; or, for a run that diverged, a report.md that says
+so. JSON files are strict (a non-finite number is written as ``null`` and its path listed under
+``"non_finite"``) and replaced atomically. Only process 0 writes."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Mapping, Optional, Sequence
 
@@ -26,16 +29,54 @@ def _is_writer() -> bool:
     return jax.process_index() == 0
 
 
+NON_FINITE_KEY = "non_finite"  # a JSON file's list of the paths whose value was not finite (written as null)
+
+
+def finite_json(obj: Any, path: str = "") -> tuple[Any, list[str]]:
+    """``obj`` with every NaN/inf replaced by None (numpy scalars as Python numbers), and the dotted paths of the
+    replaced values."""
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None, [path or "."]
+    if isinstance(obj, Mapping):
+        out, bad = {}, []
+        for key, value in obj.items():
+            out[key], sub = finite_json(value, f"{path}.{key}" if path else str(key))
+            bad += sub
+        return out, bad
+    if isinstance(obj, (list, tuple)):
+        out, bad = [], []
+        for index, value in enumerate(obj):
+            clean, sub = finite_json(value, f"{path}.{index}" if path else str(index))
+            out.append(clean)
+            bad += sub
+        return out, bad
+    return obj, []
+
+
 def write_json(path: str, obj: Any) -> None:
-    if _is_writer():
-        with open(path, "w") as f:
-            json.dump(obj, f, indent=2)
+    """Strict JSON (see :func:`finite_json`; a dict gets the ``"non_finite"`` list when a value was replaced),
+    written to a temporary file and renamed, so a killed process never leaves half a file."""
+    if not _is_writer():
+        return
+    clean, bad = finite_json(obj)
+    if bad and isinstance(clean, dict):
+        clean[NON_FINITE_KEY] = bad
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(clean, f, indent=2, allow_nan=False)
+    os.replace(tmp, path)
 
 
 def write_run_description(workdir: str, config: ml_collections.ConfigDict, class_counts: Mapping[str, list],
-                          class_names: list[str]) -> None:
-    """config.json (the resolved config) and class_counts.json (realised per-class counts of every split)."""
-    write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+                          class_names: list[str], config_changes: Sequence[Mapping[str, Any]] = ()) -> None:
+    """config.json (the resolved config, plus ``"config_changes"`` when a rerun changed it with
+    ``config.allow_config_change``) and class_counts.json (realised per-class counts of every split)."""
+    description = json.loads(config.to_json_best_effort())
+    if config_changes:
+        description["config_changes"] = list(config_changes)
+    write_json(os.path.join(workdir, "config.json"), description)
     write_json(os.path.join(workdir, "class_counts.json"), {**class_counts, "class_names": class_names})
 
 
@@ -139,12 +180,15 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
                         shot_thresholds: Optional[Mapping[str, int]] = None,
                         extra_posthoc: Optional[Mapping[str, Any]] = None,
                         writer: Optional[MetricWriter] = None, warnings: Sequence[str] = (),
-                        data_summary: Optional[Mapping[str, Any]] = None) -> dict:
+                        data_summary: Optional[Mapping[str, Any]] = None, notes: Sequence[str] = (),
+                        extra: Optional[Mapping[str, Any]] = None) -> dict:
     """metrics.json (with the logit metrics and the post-hoc corrections), the logits of val/test (.npz), plots,
     embedding samples, report.md, TensorBoard images and the printed table; returns the metrics.
 
     ``extra_posthoc``: corrections that need the model (the TDE alpha sweep), computed by the caller;
-    ``data_summary``: what loading left out (``DataSplits.load_summary()``)."""
+    ``data_summary``: what loading left out (``DataSplits.load_summary()``); ``notes`` are lines for the report's
+    "Run notes" (config changes, checkpoint fall-backs, skipped steps); ``extra`` entries are added to metrics.json
+    as they are."""
     thresholds = dict(shot_thresholds or {})
     metrics = {}
     for name, r in results.items():
@@ -165,6 +209,10 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
     posthoc.update(extra_posthoc or {})
     if posthoc:
         metrics["posthoc"] = posthoc
+    metrics.update(extra or {})
+    _, non_finite = finite_json(metrics)
+    notes = list(notes) + ([f"non-finite values, written as null in metrics.json: {', '.join(non_finite)}"]
+                           if non_finite else [])
     write_json(os.path.join(workdir, "metrics.json"), metrics)
     if not _is_writer():
         return metrics
@@ -203,9 +251,22 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
     write_report(os.path.join(workdir, "report.md"), title=f"imbalance_jax run: {config.data.name}",
                  config_text=str(config), metrics={k: metrics[k] for k in results},
                  imbalance={"train": metrics["imbalance"]}, class_counts=class_counts, figures=figures,
-                 wall_time_s=wall_time, command=command, class_names=class_names, data=metrics.get("data"),
+                 wall_time_s=wall_time, command=command, class_names=class_names, data=metrics.get("data"), notes=notes,
                  sections=([_posthoc_section(posthoc, metrics)] if posthoc else [])
                  + (["## Start-up warnings\n\n" + "\n".join(f"- {w}" for w in warnings)] if warnings else []))
     print(f"\nTest metrics after {meta['epoch']} epochs ({wall_time:.1f} s), outputs in {workdir}:\n{table}",
           flush=True)
     return metrics
+
+
+def write_diverged_report(workdir: str, *, config: ml_collections.ConfigDict, class_counts: Mapping[str, list],
+                          class_names: list[str], message: str, notes: Sequence[str] = (), wall_time: float,
+                          command: Optional[str] = None) -> None:
+    """report.md of a run that diverged: what went non-finite where, and no metrics (no metrics.json either:
+    the state that diverged has none worth reporting, and a sweep must not count the run as finished)."""
+    if not _is_writer():
+        return
+    write_report(os.path.join(workdir, "report.md"), title=f"imbalance_jax run: {config.data.name} (diverged)",
+                 config_text=str(config), metrics={}, imbalance={}, class_counts=class_counts, figures=[],
+                 wall_time_s=wall_time, command=command, class_names=class_names,
+                 notes=[f"**the run diverged**: {message}", *notes])

@@ -290,6 +290,7 @@ def write_report(
     class_names: Optional[Sequence[str]] = None,
     sections: Sequence[str] = (),
     data: Optional[Mapping] = None,
+    notes: Sequence[str] = (),
 ) -> None:
     """Writes the run's Markdown report (report.md).
 
@@ -320,6 +321,8 @@ def write_report(
       sections: further Markdown sections (each with its own "## " heading), placed before the figures.
       data: what loading left out (``DataSplits.load_summary()``: ``skipped_images`` count,
         ``skipped_images_first``, ``dropped_classes``); counted in the summary and listed in a section.
+      notes: lines of a "Run notes" section after the summary (e.g. a divergence, a checkpoint fall-back, a
+        config change accepted on a rerun); no section when empty.
     """
     if not isinstance(metrics, Mapping) or not isinstance(class_counts, Mapping) or not isinstance(imbalance, Mapping):
         raise ValueError("metrics, imbalance and class_counts must be mappings (see the docstring).")
@@ -350,6 +353,8 @@ def write_report(
     lines.append("")
     if data is not None:
         lines += _data_section(data)
+    if notes:
+        lines += ["## Run notes", "", *(f"- {_md_escape(note)}" for note in notes), ""]
     lines += _class_count_section(class_counts, stats, names)
     if metrics:
         splits, metric_names, cells = _scalar_rows(metrics)
