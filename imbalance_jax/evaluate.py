@@ -30,6 +30,8 @@ flags.DEFINE_list("split", ["train", "val", "test"], "Comma-separated splits to 
 flags.mark_flags_as_required(["workdir"])
 
 SPLITS = ("train", "val", "test")
+# metrics.json entries written by the training loop about the run itself, copied from the run's metrics.json.
+LOOP_RECORDS = ("skipped_steps", "config_changes", "run_notes")
 
 
 class EvaluateError(ValueError):
@@ -117,8 +119,15 @@ def evaluate_run(workdir: str, checkpoint: str = "best", splits: tuple[str, ...]
     os.makedirs(out, exist_ok=True)
     meta = {**meta, "evaluated_epoch": step}
     logging.info("Evaluating %s epoch %d on %s", manager.directory, step, ",".join(splits))
+    # What the training loop recorded about itself (not about the evaluated state) is carried over as it was.
+    run_metrics_path = os.path.join(workdir, "metrics.json")
+    extra = {}
+    if os.path.isfile(run_metrics_path):
+        with open(run_metrics_path) as f:
+            run_metrics = json.load(f)
+        extra = {k: run_metrics[k] for k in LOOP_RECORDS if k in run_metrics}
     return train.evaluate_and_write(exp, eval_fn, state, out, meta=meta, start_time=start, command=command,
-                                    splits=tuple(s for s in SPLITS if s in splits))
+                                    splits=tuple(s for s in SPLITS if s in splits), extra=extra)
 
 
 def main(argv):

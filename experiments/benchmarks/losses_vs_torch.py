@@ -245,6 +245,17 @@ def build_cases(args) -> list[Case]:
             functools.partial(losses.triplet_loss, margin=MARGIN, metric="sq_l2", mining=mining),
             pml_triplet(mining), ("emb", "labels"), peer="pytorch-metric-learning", rtol=1e-3,
             torch_skip=pml_skip(args.pml_max_gib, mining)))
+    # normalize=True against pml's own defaults: TripletMarginLoss(margin) with LpDistance(normalize_embeddings=True,
+    # p=2, power=1) and AvgNonZeroReducer, i.e. our l2 metric, "violating" mining, on L2-normalised embeddings;
+    # and the squared distance (power=2) that TriCDB-CE uses.
+    for metric, power in (("l2", 1), ("sq_l2", 2)):
+        pml_loss = pml_losses.TripletMarginLoss(
+            margin=MARGIN, distance=pml_distances.LpDistance(normalize_embeddings=True, p=2, power=power))
+        cases.append(Case(
+            f"triplet_loss[{metric},violating,normalize] vs pml defaults",
+            functools.partial(losses.triplet_loss, margin=MARGIN, metric=metric, mining="violating", normalize=True),
+            lambda emb, labels, loss=pml_loss: loss(emb, labels), ("emb", "labels"),
+            peer="pytorch-metric-learning", rtol=1e-3, torch_skip=pml_skip(args.pml_max_gib, "violating")))
     cases.append(Case(
         "semantic_triplet_loss", losses.semantic_triplet_loss, None, ("emb", "labels"), rtol=1e-3,
         torch_backward=torch_semantic_backward(args.torch_chunk_elements),
