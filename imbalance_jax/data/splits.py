@@ -54,6 +54,22 @@ class DataSplits:
         return self.train.image_shape
 
 
+def channel_statistics(images: np.ndarray, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (at least 1e-3) of the pixels of uint8 ``images`` [N, H, W, C], in [0, 1]; two
+    passes over chunks of ``chunk`` pixels, so memory stays at one chunk in float64 (6 MiB for RGB)."""
+    channels = images.shape[-1]
+    pixels = images.reshape(-1, channels)
+    count = max(len(pixels), 1)
+
+    def pieces():
+        for i in range(0, len(pixels), chunk):
+            yield pixels[i:i + chunk].astype(np.float64) / 255.0
+
+    mean = sum((p.sum(0) for p in pieces()), np.zeros(channels)) / count
+    var = sum((((p - mean) ** 2).sum(0) for p in pieces()), np.zeros(channels)) / count
+    return mean, np.maximum(np.sqrt(var), 1e-3)
+
+
 def _split_rng(seed: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, purpose])
 
@@ -115,7 +131,6 @@ def build_splits(raw: RawDataset, *, seed: int, classes: Sequence[int] = (), tes
         images = train.read(np.sort(sample))
     else:
         images = train.images
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-3)
+    mean, std = channel_statistics(images)
     return DataSplits(train, val, test, num_classes, list(raw.class_names), mean.astype(np.float32),
                       std.astype(np.float32), tuple(raw.skipped_images), tuple(raw.dropped_classes))
