@@ -17,10 +17,12 @@ import tensorflow as tf
 
 
 def decode_file(path: tf.Tensor, channels: int) -> tf.Tensor:
-    """The image of the file at ``path`` (JPEG, PNG, GIF's first frame, BMP) as uint8 [H, W, channels]."""
-    image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    image.set_shape([None, None, channels])
-    return image
+    """The image of the file at ``path`` (JPEG, PNG, GIF's first frame, BMP) as uint8 [H, W, channels]; grayscale
+    (``channels=1``) is the luma of the RGB decode (ITU-R 601 weights, as PIL's ``convert("L")``), since GIFs only
+    decode to RGB."""
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return tf.image.rgb_to_grayscale(image) if channels == 1 else image
 
 
 def resize_centre_crop(image: tf.Tensor, size: int) -> tf.Tensor:
