@@ -133,14 +133,14 @@ def test_file_backed_run_resumed_after_a_stop_matches_the_uninterrupted_run(tmp_
 
 
 RSS_SCRIPT = textwrap.dedent("""
-    import resource, sys
+    import re, sys
     import numpy as np
     from imbalance_jax.data import build_splits, load_raw_dataset
     from imbalance_jax.data.pipeline import PipelineOptions, eval_batches, train_batches
     from tests.test_data import data_config
 
-    def peak_mb():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    def status_mb(field):
+        return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 1024
 
     def epoch(splits):
         options = PipelineOptions(global_batch_size=64, mean=splits.mean, std=splits.std, flip=True)
@@ -156,22 +156,35 @@ RSS_SCRIPT = textwrap.dedent("""
     raw.train = raw.train.take(np.arange(0, len(raw.train), len(raw.train) // 256))
     epoch(build_splits(raw, seed=0, profile="none"))
     growth = {}
-    for storage in ("files", "memory"):  # files first: its high-water mark cannot hide the memory path's
-        before = peak_mb()
+    for storage in ("files", "memory"):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak (VmHWM) to the current RSS
+        before = status_mb("VmRSS")
         cfg = data_config(name="image_folder", dir=sys.argv[1], image_size=128, storage=storage, val_per_class=0)
         splits = build_splits(load_raw_dataset(cfg), seed=0, profile="none")
         epoch(splits)
-        growth[storage] = peak_mb() - before
+        growth[storage] = status_mb("VmHWM") - before
         del splits
     print(growth["files"], growth["memory"])
 """)
 
 
+def _peak_rss_resettable() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "VmHWM" in open("/proc/self/status").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _peak_rss_resettable(), reason="needs Linux's resettable peak RSS (/proc/self/clear_refs)")
 def test_file_backed_epoch_does_not_hold_the_images_in_memory(tmp_path):
     """3000 files of 128 x 128 x 3 (141 MiB decoded; symlinks to 40 distinct JPEGs, so the folder is quick to
     write): after a warm-up on 256 of them, loading the index, the statistics sample, a training epoch and an
-    evaluation pass on the file path raise the process's peak RSS by less than a third of that, while the in-memory
-    path (the control: the measurement sees held images) raises it by more."""
+    evaluation pass on the file path raise the process's peak RSS (VmHWM, reset before each phase) above its RSS at
+    the start of the phase by less than half of that (measured: 25-42 MiB), while the in-memory path (the control:
+    the measurement sees held images) raises it by more (measured: ~470 MiB)."""
     from PIL import Image
     rng = np.random.default_rng(0)
     source = tmp_path / "source"
@@ -188,5 +201,5 @@ def test_file_backed_epoch_does_not_hold_the_images_in_memory(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     files_mb, memory_mb = map(float, result.stdout.split()[-2:])
     print(f"peak RSS growth: files {files_mb:.0f} MiB, memory {memory_mb:.0f} MiB, decoded {decoded_mb:.0f} MiB")
-    assert files_mb < decoded_mb / 3, (files_mb, memory_mb, decoded_mb)
+    assert files_mb < decoded_mb / 2, (files_mb, memory_mb, decoded_mb)
     assert memory_mb > decoded_mb, (files_mb, memory_mb, decoded_mb)

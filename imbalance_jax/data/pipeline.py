@@ -7,7 +7,8 @@ Evaluation: every example exactly once, in order; the last batch is padded and c
 
 File-backed splits (:class:`FileSplit`): only the index (paths, labels, extras) is a tensor; each example's file is
 read and decoded inside ``Dataset.map`` (``num_parallel_calls=AUTOTUNE``, ``deterministic=True``) and batches are
-prefetched, so memory holds a few batches, never the dataset. Training images are either resized (shorter side) and
+prefetched (``FILE_PREFETCH`` batches: a fixed bound, not AUTOTUNE's), so memory holds a few batches, never the
+dataset. Training images are either resized (shorter side) and
 centre-cropped or, with ``random_resized_crop``, Inception-style crops of the decoded file; evaluation resizes and
 centre-crops (:mod:`imbalance_jax.data.decode`). A file that fails to decode stops the iterator with a
 DatasetError naming it. Random-resized crop also applies to in-memory images (crop of the stored image, resized
@@ -121,6 +122,13 @@ def _numpy_batches(ds: tf.data.Dataset, split: "ArraySplit | FileSplit", indices
         i += 1
 
 
+FILE_PREFETCH = 2  # batches prefetched from a file-backed split
+
+
+def _prefetch(split: "ArraySplit | FileSplit") -> int:
+    return FILE_PREFETCH if isinstance(split, FileSplit) else tf.data.AUTOTUNE
+
+
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     return num_examples // global_batch_size
 
@@ -150,7 +158,7 @@ def train_batches(split: "ArraySplit | FileSplit", options: PipelineOptions, *, 
 
     ds = tf.data.Dataset.from_tensor_slices((order, aug_seeds.astype(np.int64)))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(options.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(options.local_batch_size, drop_remainder=True).prefetch(_prefetch(split))
     return _numpy_batches(ds, split, order, options.local_batch_size)
 
 
@@ -173,5 +181,5 @@ def eval_batches(split: "ArraySplit | FileSplit", options: PipelineOptions,
 
     ds = tf.data.Dataset.from_tensor_slices((indices, valid))
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(options.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(options.local_batch_size, drop_remainder=True).prefetch(_prefetch(split))
     return _numpy_batches(ds, split, indices, options.local_batch_size)
