@@ -53,10 +53,9 @@ def test_file_splits_equal_in_memory_splits_when_the_decode_is_lossless(tmp_path
     np.testing.assert_allclose(files.mean, memory.mean, rtol=1e-6)
     np.testing.assert_allclose(files.std, memory.std, rtol=1e-6)
     options = PipelineOptions(global_batch_size=8, mean=memory.mean, std=memory.std, crop_padding=2, flip=True)
-    for split in ("train", "test"):
-        kwargs = dict(num_classes=4, sampler="class_balanced", seed=3, epoch=1, num_epochs=2)
-        got = (list(train_batches(files.train, options, **kwargs)), list(train_batches(memory.train, options, **kwargs))) \
-            if split == "train" else (list(eval_batches(files.test, options)), list(eval_batches(memory.test, options)))
+    kwargs = dict(num_classes=4, sampler="class_balanced", seed=3, epoch=1, num_epochs=2)
+    for got in ([list(train_batches(s.train, options, **kwargs)) for s in (files, memory)],
+                [list(eval_batches(s.test, options)) for s in (files, memory)]):
         assert len(got[0]) == len(got[1]) > 0
         for a, b in zip(*got):
             np.testing.assert_array_equal(a["label"], b["label"])

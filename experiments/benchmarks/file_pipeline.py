@@ -12,7 +12,8 @@ imbalance applied: the folder is long-tailed already), batch ``--batch-size``, o
 batches with horizontal flip (files: also random-resized crop). Each mode runs in its own process, whose peak RSS
 (``ru_maxrss``) covers loading, the normalisation statistics and the timed pass. Training:
 ``python -m imbalance_jax.main`` with configs/default.py on the folder (cnn4, CE only, one epoch, storage "files"),
-its peak RSS from ``os.wait4``.
+its peak RSS from ``os.wait4`` (batch ``--train-batch-size``, 64: at 128 px cnn4's activation buffers grow
+with the batch; at batch 128 the process passed 3 GB, the data pipeline's share being a few batches).
 
 Usage (generation ~1-3 min, in-memory load ~1 min, training several minutes on 2 CPU cores):
   .venv/bin/python experiments/benchmarks/file_pipeline.py --root /tmp/lt_folder_30k
@@ -45,7 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--ratio", type=float, default=50.0)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128, help="pipeline passes")
+    p.add_argument("--train-batch-size", type=int, default=64,
+                   help="training run (cnn4 at 128 px, batch 128: XLA's activation buffers alone pass 2 GB)")
     p.add_argument("--batches", type=int, default=60, help="batches per timed pipeline pass")
     p.add_argument("--modes", type=lambda s: s.split(","), default=["files", "files_rrc", "memory"])
     p.add_argument("--no-train", action="store_true", help="skip the one-epoch training run")
@@ -163,15 +166,17 @@ def run(args) -> str:
                    "--config.data.test_fraction=0.1", "--config.data.sampler=random",
                    "--config.data.augment.random_resized_crop=True", "--config.data.augment.flip=True",
                    "--config.model.name=cnn4", "--config.loss.aux.asl.weight=0", "--config.num_epochs=1",
-                   f"--config.batch_size={args.batch_size}", "--config.eval_batch_size=256",
+                   f"--config.batch_size={args.train_batch_size}",
+                   f"--config.eval_batch_size={2 * args.train_batch_size}",
                    "--config.disable_progress_bar=True"]
         if os.path.isdir(args.workdir):
             import shutil
             shutil.rmtree(args.workdir)
         _, rss, seconds = run_child(command)
         metrics = json.load(open(os.path.join(args.workdir, "metrics.json")))
-        train_line = (f"\n\nOne-epoch training run (python -m imbalance_jax.main, cnn4, CE, storage=files, random-resized "
-                      f"crop + flip, batch {args.batch_size}, final evaluation of train/val/test included): "
+        train_line = (f"\n\nOne-epoch training run (python -m imbalance_jax.main, cnn4, CE, storage=files, "
+                      f"random-resized crop + flip, batch {args.train_batch_size}, final evaluation of train/val/test "
+                      "included): "
                       f"peak RSS {rss:.0f} MiB, wall {seconds:.0f} s, test balanced accuracy "
                       f"{metrics['test']['balanced_accuracy']:.3f}.")
         print(train_line.strip(), flush=True)

@@ -133,7 +133,8 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
     return num_examples // global_batch_size
 
 
-def train_batches(split: "ArraySplit | FileSplit", options: PipelineOptions, *, num_classes: int, sampler: str, seed: int,
+def train_batches(split: "ArraySplit | FileSplit", options: PipelineOptions, *, num_classes: int, sampler: str,
+                  seed: int,
                   epoch: int, num_epochs: int, extras: Optional[Mapping[str, np.ndarray]] = None,
                   images_per_class: int = 4) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of local training batches {image float32, label int32, valid bool, *extras}.
