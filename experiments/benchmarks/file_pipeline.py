@@ -12,8 +12,9 @@ imbalance applied: the folder is long-tailed already), batch ``--batch-size``, o
 batches with horizontal flip (files: also random-resized crop). Each mode runs in its own process, whose peak RSS
 (``ru_maxrss``) covers loading, the normalisation statistics and the timed pass. Training:
 ``python -m imbalance_jax.main`` with configs/default.py on the folder (cnn4, CE only, one epoch, storage "files"),
-its peak RSS from ``os.wait4`` (batch ``--train-batch-size``, 64: at 128 px cnn4's activation buffers grow
-with the batch; at batch 128 the process passed 3 GB, the data pipeline's share being a few batches).
+its peak RSS from ``os.wait4`` (training and evaluation batch ``--train-batch-size``, 64: at 128 px cnn4's
+activation buffers grow with the batch; at batch 128 the process passed 3 GB, with evaluation batch 128 after
+training batch 64 it reached 2.6 GB; the data pipeline's share is a few batches).
 
 Usage (generation ~1-3 min, in-memory load ~1 min, training several minutes on 2 CPU cores):
   .venv/bin/python experiments/benchmarks/file_pipeline.py --root /tmp/lt_folder_30k
@@ -167,7 +168,7 @@ def run(args) -> str:
                    "--config.data.augment.random_resized_crop=True", "--config.data.augment.flip=True",
                    "--config.model.name=cnn4", "--config.loss.aux.asl.weight=0", "--config.num_epochs=1",
                    f"--config.batch_size={args.train_batch_size}",
-                   f"--config.eval_batch_size={2 * args.train_batch_size}",
+                   f"--config.eval_batch_size={args.train_batch_size}",
                    "--config.disable_progress_bar=True"]
         if os.path.isdir(args.workdir):
             import shutil
@@ -175,7 +176,7 @@ def run(args) -> str:
         _, rss, seconds = run_child(command)
         metrics = json.load(open(os.path.join(args.workdir, "metrics.json")))
         train_line = (f"\n\nOne-epoch training run (python -m imbalance_jax.main, cnn4, CE, storage=files, "
-                      f"random-resized crop + flip, batch {args.train_batch_size}, final evaluation of train/val/test "
+                      f"random-resized crop + flip, batch {args.train_batch_size} (evaluation too), final evaluation of train/val/test "
                       "included): "
                       f"peak RSS {rss:.0f} MiB, wall {seconds:.0f} s, test balanced accuracy "
                       f"{metrics['test']['balanced_accuracy']:.3f}.")

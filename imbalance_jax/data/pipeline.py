@@ -8,11 +8,10 @@ Evaluation: every example exactly once, in order; the last batch is padded and c
 File-backed splits (:class:`FileSplit`): only the index (paths, labels, extras) is a tensor; each example's file is
 read and decoded inside ``Dataset.map`` (``num_parallel_calls=AUTOTUNE``, ``deterministic=True``) and batches are
 prefetched (``FILE_PREFETCH`` batches: a fixed bound, not AUTOTUNE's), so memory holds a few batches, never the
-dataset. Training images are either resized (shorter side) and
-centre-cropped or, with ``random_resized_crop``, Inception-style crops of the decoded file; evaluation resizes and
-centre-crops (:mod:`imbalance_jax.data.decode`). A file that fails to decode stops the iterator with a
-DatasetError naming it. Random-resized crop also applies to in-memory images (crop of the stored image, resized
-back to its size).
+dataset. Training images are either resized (shorter side) and centre-cropped or, with ``random_resized_crop``,
+Inception-style crops of the decoded file; evaluation resizes and centre-crops (:mod:`imbalance_jax.data.decode`).
+A file that fails to decode stops the iterator with a DatasetError naming it. Random-resized crop also applies to
+in-memory images (a crop of the stored image, resized back to its size).
 """
 
 from __future__ import annotations
@@ -134,8 +133,7 @@ def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
 
 
 def train_batches(split: "ArraySplit | FileSplit", options: PipelineOptions, *, num_classes: int, sampler: str,
-                  seed: int,
-                  epoch: int, num_epochs: int, extras: Optional[Mapping[str, np.ndarray]] = None,
+                  seed: int, epoch: int, num_epochs: int, extras: Optional[Mapping[str, np.ndarray]] = None,
                   images_per_class: int = 4) -> Iterator[dict[str, np.ndarray]]:
     """One epoch of local training batches {image float32, label int32, valid bool, *extras}.
 
