@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.download = True  # tfds: fetch + prepare a dataset missing from tfds_data_dir (internet); False: error
     config.data.empty_class_folders = "error"  # image_folder, a class without images: "error" | "drop" (warns)
     config.data.unreadable_images = "error"  # image_folder, an undecodable file: "error" | "skip" (listed in report.md)
+    # image_folder: "files" keeps a file index and decodes in tf.data (nothing held in RAM), "memory" decodes every
+    # image at load time; "auto" = files for image_folder, memory for the rest (tfds / IDX datasets: memory only)
+    config.data.storage = "auto"
     config.data.image_size = 0  # 0 = native size (image_folder: 64)
     config.data.channels = 3  # image_folder: 1 (grayscale) or 3
     config.data.train_list = ""  # image_folder: CSV/TXT list of training images, relative to data.dir ("" = folders)
@@ -58,6 +61,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.augment = ml_collections.ConfigDict()
     config.data.augment.crop_padding = 0
     config.data.augment.flip = False
+    config.data.augment.random_resized_crop = False  # Inception-style random-resized crop (before padding / flip)
+    config.data.augment.crop_scale = (0.08, 1.0)  # random_resized_crop: area fraction range
+    config.data.augment.crop_ratio = (3 / 4, 4 / 3)  # random_resized_crop: aspect ratio range
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "small_cnn"

@@ -32,7 +32,8 @@ from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions,
                                 load_raw_dataset)
 from imbalance_jax.data.imbalance import PROFILES
 from imbalance_jax.data.samplers import epoch_order
-from imbalance_jax.data.sources import EMPTY_CLASS_FOLDERS, UNREADABLE_IMAGES, SourceOptions
+from imbalance_jax.data.sources import (EMPTY_CLASS_FOLDERS, FILE_SOURCES, STORAGE, UNREADABLE_IMAGES,
+                                        SourceOptions)
 from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
 
 REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
@@ -153,6 +154,16 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     _one_of("config.data.sampler", data.sampler, SAMPLERS)
     _one_of("config.data.empty_class_folders", data.empty_class_folders, EMPTY_CLASS_FOLDERS)
     _one_of("config.data.unreadable_images", data.unreadable_images, UNREADABLE_IMAGES)
+    _one_of("config.data.storage", data.storage, STORAGE)
+    if data.storage == "files" and data.name not in FILE_SOURCES:
+        raise ConfigError(f"config.data.storage='files' is not valid for config.data.name={data.name!r} (held in "
+                          f"memory); allowed: ['auto', 'memory'] (file-backed storage exists for {list(FILE_SOURCES)})")
+    aug = data.augment
+    for field, (low, high) in (("crop_scale", (0.0, 1.0)), ("crop_ratio", (0.0, float("inf")))):
+        value = tuple(float(v) for v in aug[field])
+        if len(value) != 2 or not low < value[0] <= value[1] <= high:
+            raise ConfigError(f"config.data.augment.{field}={tuple(aug[field])!r} must be (min, max) with "
+                              f"{low} < min <= max <= {high}")
     imb = data.imbalance
     _one_of("config.data.imbalance.profile", imb.profile, PROFILES)
     if imb.profile == "exponential" and not float(imb.ratio) >= 1.0:
@@ -268,7 +279,7 @@ def splits_from_config(data_config: ml_collections.ConfigDict, seed: int) -> Dat
         channels=int(data_config.channels), train_list=data_config.train_list, test_list=data_config.test_list,
         label_column=data_config.label_column, variable=data_config.variable,
         celeba_counts=tuple(data_config.celeba_counts), empty_class_folders=data_config.empty_class_folders,
-        unreadable_images=data_config.unreadable_images)
+        unreadable_images=data_config.unreadable_images, storage=data_config.storage)
     return build_splits(load_raw_dataset(source), seed=seed, classes=tuple(data_config.classes),
                         test_fraction=float(data_config.test_fraction), val_per_class=int(data_config.val_per_class),
                         val_fraction=float(data_config.val_fraction), profile=imb.profile, ratio=float(imb.ratio),
@@ -313,18 +324,27 @@ def _pipeline_options(config: ml_collections.ConfigDict, splits: DataSplits, bat
     aug = config.data.augment
     return PipelineOptions(global_batch_size=batch_size, mean=splits.mean, std=splits.std,
                            process_index=jax.process_index(), process_count=jax.process_count(),
-                           crop_padding=int(aug.crop_padding) if train else 0, flip=bool(aug.flip) if train else False)
+                           crop_padding=int(aug.crop_padding) if train else 0, flip=bool(aug.flip) if train else False,
+                           random_resized_crop=bool(aug.random_resized_crop) if train else False,
+                           crop_scale=tuple(float(v) for v in aug.crop_scale),
+                           crop_ratio=tuple(float(v) for v in aug.crop_ratio))
 
 
 def _split_extras(splits: DataSplits, fields: set[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Per-example arrays the objective needs besides image/label, computed from the un-augmented images."""
+    """Per-example arrays the objective needs besides image/label, computed from the un-augmented images (file-backed
+    splits: each image decoded once as for evaluation, in chunks of ``_EXTRAS_CHUNK``, and dropped after use)."""
     extras: dict[str, dict[str, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
     if "colour_hist" in fields:
         for name in extras:
             split = getattr(splits, name)
             if split is not None:
-                extras[name]["colour_hist"] = np.stack([colour_histogram(img) for img in split.images])
+                extras[name]["colour_hist"] = np.stack([
+                    colour_histogram(img) for start in range(0, len(split), _EXTRAS_CHUNK)
+                    for img in split.read(np.arange(start, min(start + _EXTRAS_CHUNK, len(split))))])
     return extras
+
+
+_EXTRAS_CHUNK = 512  # images decoded at a time for the per-example extras
 
 
 # Auxiliary losses that act on pairs / triplets of same-class images (zero on a batch without any).

@@ -165,7 +165,7 @@ def init_affinity_prototypes(exp: Experiment, state: TrainState) -> TrainState:
     sample, groups, mask = affinity_head.prototype_groups(
         exp.splits.train.labels, exp.splits.num_classes, exp.options.num_centres,
         np.random.default_rng([exp.options.seed, 5]))
-    images = (exp.splits.train.images[sample].astype(np.float32) / 255.0 - exp.splits.mean) / exp.splits.std
+    images = (exp.splits.train.read(sample).astype(np.float32) / 255.0 - exp.splits.mean) / exp.splits.std
     images = jax.make_array_from_process_local_data(exp.replicated, images)
 
     def with_prototypes(params, batch_stats, images):

@@ -206,8 +206,14 @@ def test_image_folder_from_class_dirs_and_csv(tmp_path):
         for i in range(n):
             Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
             rows.append(f"{cls}/{i}.png,{cls}")
-    raw = load_raw_dataset(data_config(name="image_folder", dir=str(tmp_path), image_size=8))
+    raw = load_raw_dataset(data_config(name="image_folder", dir=str(tmp_path), image_size=8, storage="memory"))
     assert raw.class_names == ["cat", "dog"] and raw.train.images.shape == (5, 8, 8, 3)
+    files = load_raw_dataset(data_config(name="image_folder", dir=str(tmp_path), image_size=8))  # storage="auto"
+    assert files.class_names == ["cat", "dog"] and files.train.image_shape == (8, 8, 3)
+    assert files.train.paths.tolist() == [str(tmp_path / c / f"{i}.png") for c, n in (("cat", 3), ("dog", 2))
+                                          for i in range(n)]
+    assert files.train.read(np.arange(5)).shape == (5, 8, 8, 3)
+    np.testing.assert_array_equal(files.train.labels, raw.train.labels)
     (tmp_path / "list.csv").write_text("\n".join(rows))
     listed = load_raw_dataset(data_config(name="image_folder", dir=str(tmp_path), image_size=8,
                                           train_list="list.csv", label_column="label"))

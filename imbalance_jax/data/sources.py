@@ -1,4 +1,6 @@
-"""Dataset registry: every source returns in-memory uint8 images and integer labels.
+"""Dataset registry: every source returns its splits with integer labels, as in-memory uint8 images
+(:class:`ArraySplit`) or, for ``image_folder`` with ``data.storage`` "files" (or "auto"), as a file index
+(:class:`FileSplit`: paths + labels; the input pipeline decodes the images, none is held in RAM).
 
 A source is a function ``(SourceOptions) -> RawDataset``; :class:`SourceOptions` holds the plain values of the
 ``config.data`` fields the sources read (``imbalance_jax.experiment`` builds it). Sources with an official test split return it;
@@ -49,14 +51,100 @@ class ArraySplit:
     def take(self, indices: np.ndarray) -> "ArraySplit":
         return ArraySplit(self.images[indices], self.labels[indices])
 
+    def with_labels(self, labels: np.ndarray) -> "ArraySplit":
+        return ArraySplit(self.images, labels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.images.shape[1:])
+
+    def read(self, indices: np.ndarray) -> np.ndarray:
+        """The images at ``indices``, uint8 [n, H, W, C]."""
+        return self.images[np.asarray(indices, np.int64)]
+
+
+@dataclasses.dataclass
+class FileSplit:
+    """One split as a file index: image paths [N] (str) and labels int32 [N]; the images are decoded on the fly
+    at ``image_size`` x ``image_size`` x ``channels`` (:mod:`imbalance_jax.data.decode`), never all held in RAM.
+    Same ``take`` / ``labels`` / ``len`` interface as :class:`ArraySplit`, so hold-outs, imbalance and noise are
+    index operations on both."""
+
+    paths: np.ndarray
+    labels: np.ndarray
+    image_size: int
+    channels: int
+
+    def __post_init__(self):
+        self.paths = np.asarray(self.paths, dtype=str).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int32)
+        if self.labels.shape != self.paths.shape:
+            raise ValueError(f"labels must be [N={len(self.paths)}], got {self.labels.shape}")
+        if self.image_size < 1 or self.channels not in (1, 3):
+            raise ValueError(f"image_size must be >= 1 and channels 1 or 3, got {self.image_size}, {self.channels}")
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def take(self, indices: np.ndarray) -> "FileSplit":
+        return FileSplit(self.paths[indices], self.labels[indices], self.image_size, self.channels)
+
+    def with_labels(self, labels: np.ndarray) -> "FileSplit":
+        return FileSplit(self.paths, labels, self.image_size, self.channels)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.image_size, self.image_size, self.channels)
+
+    def read(self, indices: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """The images at ``indices`` decoded as for evaluation (shorter side resized, centre crop) and rounded to
+        uint8 [n, H, W, C]; for the few reads outside the pipeline (statistics, histograms, prototypes)."""
+        import tensorflow as tf
+
+        from imbalance_jax.data import decode
+
+        indices = np.asarray(indices, np.int64)
+        if not len(indices):
+            return np.zeros((0,) + self.image_shape, np.uint8)
+        size, channels = self.image_size, self.channels
+
+        def load(path):
+            image = decode.resize_centre_crop(decode.decode_file(path, channels), size)
+            return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+        ds = tf.data.Dataset.from_tensor_slices(self.paths[indices])
+        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
+        try:
+            return np.concatenate(list(ds.as_numpy_iterator()))
+        except tf.errors.OpError as e:
+            raise unreadable_files_error(self, indices, e) from None
+
+
+def unreadable_files_error(split: FileSplit, indices: Sequence[int], error: BaseException) -> DatasetError:
+    """The DatasetError for a decode failure among ``split.paths[indices]``: each file is decoded on its own to
+    name the ones that fail (the index-time checks of ``data.unreadable_images`` cannot see every corruption)."""
+    import tensorflow as tf
+
+    from imbalance_jax.data import decode
+
+    bad = []
+    for path in dict.fromkeys(split.paths[np.asarray(indices, np.int64)].tolist()):
+        try:
+            decode.decode_file(tf.constant(path), split.channels)
+        except tf.errors.OpError as e:
+            bad.append(f"{path} ({type(e).__name__}: {' '.join(str(e.message).split())[:200]})")
+    named = "; ".join(bad[:3]) if bad else f"one of {len(indices)} files ({_one_line(error, 200)})"
+    return DatasetError(f"cannot decode image {named}; fix or remove the file (the index-time check of "
+                        "config.data.unreadable_images only sees unidentifiable or truncated files)")
+
 
 @dataclasses.dataclass
 class RawDataset:
     """A loaded source; ``skipped_images`` ("path (error)") and ``dropped_classes`` ("name (why)") record what
     ``data.unreadable_images="skip"`` and ``data.empty_class_folders="drop"`` left out."""
 
-    train: ArraySplit
-    test: Optional[ArraySplit]
+    train: "ArraySplit | FileSplit"
+    test: "Optional[ArraySplit | FileSplit]"
     num_classes: int
     class_names: Sequence[str]
     skipped_images: Sequence[str] = ()
@@ -66,6 +154,10 @@ class RawDataset:
 # Allowed values of config.data.empty_class_folders and config.data.unreadable_images (first = default).
 EMPTY_CLASS_FOLDERS = ("error", "drop")
 UNREADABLE_IMAGES = ("error", "skip")
+# Allowed values of config.data.storage: "memory" decodes every image at load time (ArraySplit), "files" keeps a
+# file index (FileSplit, sources in FILE_SOURCES only), "auto" = files for FILE_SOURCES, memory for the rest.
+STORAGE = ("auto", "memory", "files")
+FILE_SOURCES = ("image_folder",)
 
 
 SourceFn = Callable[["SourceOptions"], RawDataset]
@@ -97,6 +189,7 @@ class SourceOptions:
     celeba_counts: tuple[int, ...] = ()  # celeb_a: images per class (default ACNE04's proportions)
     empty_class_folders: str = "error"  # error | drop
     unreadable_images: str = "error"  # error | skip
+    storage: str = "auto"  # auto | memory | files (see STORAGE)
 
     @classmethod
     def from_mapping(cls, data: "ml_collections.ConfigDict | dict") -> "SourceOptions":
@@ -115,7 +208,21 @@ def load_raw_dataset(options: "SourceOptions | ml_collections.ConfigDict") -> Ra
         options = SourceOptions.from_mapping(options)
     if options.name not in DATASETS:
         raise ValueError(f"config.data.name={options.name!r} is not a known dataset; allowed: {sorted(DATASETS)}")
+    check_storage(options.name, options.storage)
     return DATASETS[options.name](options)
+
+
+def check_storage(name: str, storage: str) -> None:
+    """Raises DatasetError unless ``storage`` is allowed for source ``name`` (files: FILE_SOURCES only)."""
+    allowed = STORAGE if name in FILE_SOURCES else ("auto", "memory")
+    if storage not in allowed:
+        raise DatasetError(f"config.data.storage={storage!r} is not valid for config.data.name={name!r}; allowed: "
+                           f"{list(allowed)} (file-backed storage exists for {list(FILE_SOURCES)})")
+
+
+def uses_files(name: str, storage: str) -> bool:
+    """Whether source ``name`` with ``config.data.storage=storage`` gives file-backed splits."""
+    return name in FILE_SOURCES and storage in ("auto", "files")
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -381,6 +488,49 @@ def _decode_images(paths: Sequence[str], size: int, channels: int, unreadable: s
     return out[:len(kept)], kept, skipped
 
 
+# Formats tf.io.decode_image reads (PIL's names), and the bytes a complete file of each ends with (searched for
+# in its last _TRAILER_BYTES bytes: some writers append padding after the end marker).
+_TF_FORMATS = {"JPEG": b"\xff\xd9", "PNG": b"IEND", "GIF": b"\x3b", "BMP": b""}
+_TRAILER_BYTES = 1024
+
+
+def _check_file(path: str) -> None:
+    """Raises OSError unless ``path`` starts like an image tf.io.decode_image reads and is complete (its format's
+    end marker near the end): two small reads, no decode."""
+    from PIL import Image
+
+    with Image.open(path) as img:  # reads the header only
+        fmt = img.format
+    if fmt not in _TF_FORMATS:
+        raise OSError(f"format {fmt} is not one tf.io.decode_image reads ({', '.join(_TF_FORMATS)})")
+    marker = _TF_FORMATS[fmt]
+    if marker:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _TRAILER_BYTES))
+            if marker not in f.read():
+                raise OSError(f"truncated {fmt} file: no end marker {marker!r} in its last {_TRAILER_BYTES} bytes")
+
+
+def _check_files(paths: Sequence[str], unreadable: str, root: str) -> tuple[list[int], list[str]]:
+    """File-backed storage's index-time check of ``data.unreadable_images``: the indices of the files of ``paths``
+    that pass :func:`_check_file`, and "path (error)" for the others (``unreadable="error"``: a DatasetError)."""
+    kept, skipped = [], []
+    for i, path in enumerate(paths):
+        try:
+            _check_file(path)
+        except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on unidentifiable files
+            if unreadable == "error":
+                raise DatasetError(f"config.data.dir={root!r}: cannot read image {path} ({_one_line(e, 200)}); fix or "
+                                   "remove the file, or set config.data.unreadable_images='skip' to skip unreadable "
+                                   "images (they are counted and listed in the run's report)") from e
+            skipped.append(f"{path} ({_one_line(e, 200)})")
+            logging.warning("skipping unreadable image %s (config.data.unreadable_images='skip')", skipped[-1])
+            continue
+        kept.append(i)
+    return kept, skipped
+
+
 def _scan_class_folders(root: str) -> tuple[list[str], list[str], dict[str, str]]:
     """Image paths under ``root/<class>/`` (recursively), their class names, and every class folder by name
     (including folders without images)."""
@@ -441,8 +591,12 @@ def load_image_folder(data_config: SourceOptions) -> RawDataset:
     """Images from ``data.dir``: ``<dir>/<class>/*.jpg``, or ``<dir>/train`` and ``<dir>/test`` of that form,
     or list files ``data.train_list`` / ``data.test_list`` (CSV with ``path`` + ``data.label_column``, or
     TXT ``path label`` lines; paths relative to ``data.dir``; ``data.variable``, when set, names the CSV
-    column, as in SILKNOW's one-column-per-variable lists; rows with an empty label are skipped). Images are decoded and resized to
-    ``data.image_size`` at load time (fine for datasets up to tens of thousands of images).
+    column, as in SILKNOW's one-column-per-variable lists; rows with an empty label are skipped).
+
+    ``data.storage`` "files" or "auto" (the default): the splits are :class:`FileSplit` indexes; every file's header
+    and end marker are checked here (:func:`_check_file`, no decode) and the input pipeline decodes the images at
+    ``data.image_size``. "memory": every image is decoded and resized (squashed) to ``data.image_size`` here
+    (:class:`ArraySplit`; fine up to tens of thousands of small images).
 
     A class folder without images, or a class whose every image in a split is unreadable, is an error unless
     ``data.empty_class_folders="drop"`` (the class leaves every split, with a warning); an unreadable image is
@@ -455,6 +609,7 @@ def load_image_folder(data_config: SourceOptions) -> RawDataset:
     unreadable_policy = _choice(data_config, "unreadable_images", UNREADABLE_IMAGES)
     size = int(data_config.image_size or 64)
     channels = int(data_config.channels)
+    files = uses_files("image_folder", data_config.storage)
     label_column = data_config.variable or data_config.label_column
     train_list, test_list = data_config.train_list, data_config.test_list
     empty: dict[str, str] = {}
@@ -484,7 +639,11 @@ def load_image_folder(data_config: SourceOptions) -> RawDataset:
         missing = [p for p in paths if not os.path.exists(p)]
         if missing:
             raise DatasetError(f"{len(missing)} listed images do not exist, e.g. {missing[:3]}")
-        images, kept, split_skipped = _decode_images(paths, size, channels, unreadable_policy, root)
+        if files:
+            kept, split_skipped = _check_files(paths, unreadable_policy, root)
+            images = np.asarray(paths, dtype=str)[np.asarray(kept, np.int64)]
+        else:
+            images, kept, split_skipped = _decode_images(paths, size, channels, unreadable_policy, root)
         skipped += split_skipped
         labels = [names[i] for i in kept]
         for cls in sorted(set(names) - set(labels)):
@@ -496,6 +655,9 @@ def load_image_folder(data_config: SourceOptions) -> RawDataset:
     arrays = {}
     for split, (images, labels) in splits.items():
         keep = [i for i, n in enumerate(labels) if n in index]
-        arrays[split] = ArraySplit(images[keep], np.array([index[labels[i]] for i in keep], np.int64))
+        split_labels = np.array([index[labels[i]] for i in keep], np.int64)
+        keep = np.asarray(keep, np.int64)
+        arrays[split] = (FileSplit(images[keep], split_labels, size, channels) if files
+                         else ArraySplit(images[keep], split_labels))
     return RawDataset(arrays["train"], arrays.get("test"), len(class_names), class_names,
                       skipped_images=tuple(skipped), dropped_classes=tuple(dropped))

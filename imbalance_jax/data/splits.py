@@ -2,7 +2,12 @@
 
 Order: load the source → keep the classes of ``data.classes`` (relabelled 0..K-1 in that order) → carve a balanced test split when the source has none →
 hold out a balanced validation set → apply the imbalance profile to what is left → label noise
-on the training labels. The balanced hold-outs are taken *before* the imbalance.
+on the training labels. The balanced hold-outs are taken *before* the imbalance. Every step is an index
+operation, the same on in-memory (:class:`ArraySplit`) and file-backed (:class:`FileSplit`) splits.
+
+Normalisation statistics: the per-channel mean and std of every training pixel for in-memory splits; for
+file-backed splits, of a fixed random sample of ``STATS_SAMPLE`` training images (drawn from the seed, decoded as
+for evaluation), so that no pass over the whole dataset is needed.
 """
 
 from __future__ import annotations
@@ -13,14 +18,16 @@ from typing import Optional, Sequence
 import numpy as np
 
 from imbalance_jax.data import imbalance as imb
-from imbalance_jax.data.sources import ArraySplit, DatasetError, RawDataset, load_raw_dataset
+from imbalance_jax.data.sources import ArraySplit, DatasetError, FileSplit, RawDataset, load_raw_dataset
+
+STATS_SAMPLE = 512  # file-backed splits: training images whose pixels give the normalisation mean / std
 
 
 @dataclasses.dataclass
 class DataSplits:
-    train: ArraySplit
-    val: Optional[ArraySplit]
-    test: ArraySplit
+    train: "ArraySplit | FileSplit"
+    val: "Optional[ArraySplit | FileSplit]"
+    test: "ArraySplit | FileSplit"
     num_classes: int
     class_names: Sequence[str]
     mean: np.ndarray  # per-channel mean of the training images, in [0, 1]
@@ -44,7 +51,23 @@ class DataSplits:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.images.shape[1:])
+        return self.train.image_shape
+
+
+def channel_statistics(images: np.ndarray, chunk: int = 1 << 18) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std (at least 1e-3) of the pixels of uint8 ``images`` [N, H, W, C], in [0, 1]; two
+    passes over chunks of ``chunk`` pixels, so memory stays at one chunk in float64 (6 MiB for RGB)."""
+    channels = images.shape[-1]
+    pixels = images.reshape(-1, channels)
+    count = max(len(pixels), 1)
+
+    def pieces():
+        for i in range(0, len(pixels), chunk):
+            yield pixels[i:i + chunk].astype(np.float64) / 255.0
+
+    mean = sum((p.sum(0) for p in pieces()), np.zeros(channels)) / count
+    var = sum((((p - mean) ** 2).sum(0) for p in pieces()), np.zeros(channels)) / count
+    return mean, np.maximum(np.sqrt(var), 1e-3)
 
 
 def _split_rng(seed: int, purpose: int) -> np.random.Generator:
@@ -63,11 +86,11 @@ def select_classes(raw: RawDataset, classes: Sequence[int]) -> RawDataset:
     lookup = np.full(raw.num_classes, -1, np.int64)
     lookup[ids] = np.arange(len(ids))
 
-    def restrict(split: Optional[ArraySplit]) -> Optional[ArraySplit]:
+    def restrict(split):
         if split is None:
             return None
         keep = np.flatnonzero(lookup[split.labels] >= 0)
-        return ArraySplit(split.images[keep], lookup[split.labels[keep]])
+        return split.take(keep).with_labels(lookup[split.labels[keep]])
 
     return RawDataset(restrict(raw.train), restrict(raw.test), len(ids), [raw.class_names[c] for c in ids],
                       raw.skipped_images, raw.dropped_classes)
@@ -100,10 +123,14 @@ def build_splits(raw: RawDataset, *, seed: int, classes: Sequence[int] = (), tes
     train = train.take(imb.subsample_per_class(train.labels, target, _split_rng(seed, 3)))
 
     if label_noise > 0:
-        train = ArraySplit(train.images, imb.symmetric_label_noise(train.labels, num_classes, label_noise,
-                                                                   _split_rng(seed, 4)))
+        train = train.with_labels(imb.symmetric_label_noise(train.labels, num_classes, label_noise,
+                                                            _split_rng(seed, 4)))
 
-    pixels = train.images.reshape(-1, train.images.shape[-1]).astype(np.float64) / 255.0
-    mean, std = pixels.mean(0), np.maximum(pixels.std(0), 1e-3)
+    if isinstance(train, FileSplit):
+        sample = _split_rng(seed, 6).permutation(len(train))[:STATS_SAMPLE]
+        images = train.read(np.sort(sample))
+    else:
+        images = train.images
+    mean, std = channel_statistics(images)
     return DataSplits(train, val, test, num_classes, list(raw.class_names), mean.astype(np.float32),
                       std.astype(np.float32), tuple(raw.skipped_images), tuple(raw.dropped_classes))
