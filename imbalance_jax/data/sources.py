@@ -477,15 +477,20 @@ def _decode_images(paths: Sequence[str], size: int, channels: int, unreadable: s
                 img = img.convert(mode).resize((size, size), Image.BILINEAR)
                 out[len(kept)] = np.asarray(img).reshape(size, size, channels)
         except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on corrupt or truncated files
-            if unreadable == "error":
-                raise DatasetError(f"config.data.dir={root!r}: cannot read image {path} ({_one_line(e, 200)}); fix or "
-                                   "remove the file, or set config.data.unreadable_images='skip' to skip unreadable "
-                                   "images (they are counted and listed in the run's report)") from e
-            skipped.append(f"{path} ({_one_line(e, 200)})")
-            logging.warning("skipping unreadable image %s (config.data.unreadable_images='skip')", skipped[-1])
+            _unreadable_image(e, path, unreadable, root, skipped)
             continue
         kept.append(i)
     return out[:len(kept)], kept, skipped
+
+
+def _unreadable_image(error: Exception, path: str, policy: str, root: str, skipped: list[str]) -> None:
+    """``data.unreadable_images``: "error" raises a DatasetError naming the file; "skip" records and warns."""
+    if policy == "error":
+        raise DatasetError(f"config.data.dir={root!r}: cannot read image {path} ({_one_line(error, 200)}); fix or "
+                           "remove the file, or set config.data.unreadable_images='skip' to skip unreadable "
+                           "images (they are counted and listed in the run's report)") from error
+    skipped.append(f"{path} ({_one_line(error, 200)})")
+    logging.warning("skipping unreadable image %s (config.data.unreadable_images='skip')", skipped[-1])
 
 
 # Formats tf.io.decode_image reads (PIL's names), and the bytes a complete file of each ends with (searched for
@@ -520,12 +525,7 @@ def _check_files(paths: Sequence[str], unreadable: str, root: str) -> tuple[list
         try:
             _check_file(path)
         except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, ... on unidentifiable files
-            if unreadable == "error":
-                raise DatasetError(f"config.data.dir={root!r}: cannot read image {path} ({_one_line(e, 200)}); fix or "
-                                   "remove the file, or set config.data.unreadable_images='skip' to skip unreadable "
-                                   "images (they are counted and listed in the run's report)") from e
-            skipped.append(f"{path} ({_one_line(e, 200)})")
-            logging.warning("skipping unreadable image %s (config.data.unreadable_images='skip')", skipped[-1])
+            _unreadable_image(e, path, unreadable, root, skipped)
             continue
         kept.append(i)
     return kept, skipped
