@@ -5,7 +5,7 @@ A sweep file is a module in ``experiments/sweeps/`` (or any ``.py`` path) that d
     from experiments.sweeps import Sweep, tied
 
     SWEEP = Sweep(
-        name="fmnist_main",
+        name="example",
         base_config="configs/fmnist_lt_base.py",
         methods={
             "CE": {},
@@ -22,7 +22,7 @@ becomes a ``--config.<path>=<value>`` flag of ``python -m imbalance_jax.main``, 
 config's and a misspelt path is an error (the config is locked). A method is an optional ``"config"`` file
 (default ``base_config``; paths relative to the repository root) plus its overrides. A ``grid`` axis is either
 a dotted path with a list of values, or a name with a list of :class:`Setting` objects that set several fields
-together (see :func:`tied`, e.g. ``model.affinity.sigma`` with ``loss.aux.affinity.sigma``).
+together (see :func:`tied`, e.g. ``loss.aux.asl.constraint`` with ``loss.aux.asl.weight``).
 
 Cells = methods × grid points (the product of the axes) × seeds, ordered seed first (every method's seed 0,
 then every seed 1, ...), so an interrupted sweep already has a complete table over fewer seeds. A cell's
@@ -143,7 +143,7 @@ class Setting:
 
 def tied(paths: Sequence[str], values: Sequence[Any]) -> list[Setting]:
     """Grid values that set every path in ``paths`` to the same value, e.g. the affinity head's and loss's σ:
-    ``grid={"sigma": tied(("model.affinity.sigma", "loss.aux.affinity.sigma"), [5.0, 10.0])}``."""
+    ``grid={"margin": tied(("loss.aux.triplet.margin", "loss.aux.semantic_triplet.margin"), [0.2, 1.0])}``."""
     if isinstance(paths, str) or not paths:
         raise ValueError(f"tied(paths=...): give a non-empty tuple of dotted paths, got {paths!r}")
     return [Setting(format_value(paths[0], v), {p: v for p in paths}) for v in values]
