@@ -38,6 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
     # image_folder: "files" keeps a file index and decodes in tf.data (nothing held in RAM), "memory" decodes every
     # image at load time; "auto" = files for image_folder, memory for the rest (tfds / IDX datasets: memory only)
     config.data.storage = "auto"
+    # Input mean / std: "dataset" (training-split statistics), "imagenet" (torchvision's, for ImageNet weights),
+    # "auto" = the statistics recorded in model.pretrained_path (convert_weights records ImageNet's), else "dataset"
+    config.data.normalization = "auto"
     config.data.image_size = 0  # 0 = native size (image_folder: 64)
     config.data.channels = 3  # image_folder: 1 (grayscale) or 3
     config.data.train_list = ""  # image_folder: CSV/TXT list of training images, relative to data.dir ("" = folders)

@@ -502,7 +502,8 @@ def convert_file(input_path: str, output_path: str, model: str, *, source: str =
     """Reads ``input_path``, converts it (:func:`convert_state_dict`) and writes the ``.npz`` ``output_path``."""
     from flax import traverse_util
 
-    from imbalance_jax.models.pretrained import save_npz
+    from imbalance_jax.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+    from imbalance_jax.models.pretrained import INPUT_NORMALIZATION_KEY, save_npz
 
     if source not in SOURCES:
         raise ValueError(f"--source={source!r} is not supported; choose one of {list(SOURCES)}.")
@@ -510,7 +511,9 @@ def convert_file(input_path: str, output_path: str, model: str, *, source: str =
     if not output_path:
         raise ValueError("--output must be a path for the .npz file.")
     conversion = convert_state_dict(read_state_dict(input_path), model, fc_layers=fc_layers)
-    save_npz(traverse_util.unflatten_dict(conversion.arrays, sep="/"), output_path)
+    variables = traverse_util.unflatten_dict(conversion.arrays, sep="/")
+    variables[INPUT_NORMALIZATION_KEY] = np.stack([IMAGENET_MEAN, IMAGENET_STD])  # torchvision's ImageNet inputs
+    save_npz(variables, output_path)
     return conversion
 
 

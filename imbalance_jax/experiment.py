@@ -30,11 +30,13 @@ from jax.sharding import Mesh, NamedSharding
 from imbalance_jax import models, objectives, optim, parallel
 from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions, build_splits, colour_histogram,
                                 load_raw_dataset)
+from imbalance_jax.data import normalization
 from imbalance_jax.data.imbalance import PROFILES
 from imbalance_jax.data.samplers import epoch_order
 from imbalance_jax.data.sources import (EMPTY_CLASS_FOLDERS, FILE_SOURCES, STORAGE, UNREADABLE_IMAGES,
                                         SourceOptions)
 from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
+from imbalance_jax.models.pretrained import recorded_normalization
 
 REQUIRED_FIELDS = ("seed", "num_epochs", "batch_size", "eval_batch_size", "data", "model", "loss", "optimizer",
                    "checkpoint")
@@ -155,6 +157,10 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     _one_of("config.data.empty_class_folders", data.empty_class_folders, EMPTY_CLASS_FOLDERS)
     _one_of("config.data.unreadable_images", data.unreadable_images, UNREADABLE_IMAGES)
     _one_of("config.data.storage", data.storage, STORAGE)
+    _one_of("config.data.normalization", data.normalization, normalization.NORMALIZATIONS)
+    if data.normalization == "imagenet" and int(data.channels) != 3 and data.name == "image_folder":
+        raise ConfigError("config.data.normalization='imagenet' needs RGB images; config.data.channels="
+                          f"{data.channels}: set config.data.channels=3 or config.data.normalization='dataset'")
     if data.storage == "files" and data.name not in FILE_SOURCES:
         raise ConfigError(f"config.data.storage='files' is not valid for config.data.name={data.name!r} (held in "
                           f"memory); allowed: ['auto', 'memory'] (file-backed storage exists for {list(FILE_SOURCES)})")
@@ -270,8 +276,9 @@ def optimizer_from_config(opt_config: ml_collections.ConfigDict, steps_per_epoch
         raise ConfigError(str(e)) from None
 
 
-def splits_from_config(data_config: ml_collections.ConfigDict, seed: int) -> DataSplits:
-    """Loads ``config.data.name`` and builds the balanced hold-outs, the imbalance and the label noise."""
+def splits_from_config(data_config: ml_collections.ConfigDict, seed: int, pretrained_path: str = "") -> DataSplits:
+    """Loads ``config.data.name``, builds the balanced hold-outs, the imbalance and the label noise, and sets the
+    input normalisation of ``config.data.normalization`` (``pretrained_path``: ``config.model.pretrained_path``)."""
     imb = data_config.imbalance
     source = SourceOptions(
         name=data_config.name, dir=data_config.dir, tfds_data_dir=data_config.tfds_data_dir,
@@ -280,11 +287,17 @@ def splits_from_config(data_config: ml_collections.ConfigDict, seed: int) -> Dat
         label_column=data_config.label_column, variable=data_config.variable,
         celeba_counts=tuple(data_config.celeba_counts), empty_class_folders=data_config.empty_class_folders,
         unreadable_images=data_config.unreadable_images, storage=data_config.storage)
-    return build_splits(load_raw_dataset(source), seed=seed, classes=tuple(data_config.classes),
-                        test_fraction=float(data_config.test_fraction), val_per_class=int(data_config.val_per_class),
-                        val_fraction=float(data_config.val_fraction), profile=imb.profile, ratio=float(imb.ratio),
-                        minority_classes=tuple(imb.minority_classes), fraction=float(imb.fraction),
-                        counts=tuple(imb.counts), label_noise=float(data_config.label_noise))
+    splits = build_splits(load_raw_dataset(source), seed=seed, classes=tuple(data_config.classes),
+                          test_fraction=float(data_config.test_fraction), val_per_class=int(data_config.val_per_class),
+                          val_fraction=float(data_config.val_fraction), profile=imb.profile, ratio=float(imb.ratio),
+                          minority_classes=tuple(imb.minority_classes), fraction=float(imb.fraction),
+                          counts=tuple(imb.counts), label_noise=float(data_config.label_noise))
+    recorded = recorded_normalization(pretrained_path) if data_config.normalization == "auto" else None
+    try:
+        chosen = normalization.resolve(data_config.normalization, splits.mean, splits.std, recorded, pretrained_path)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return dataclasses.replace(splits, mean=chosen.mean, std=chosen.std, normalization=chosen.source)
 
 
 def _check_pk(config: ml_collections.ConfigDict, splits: DataSplits) -> None:
@@ -441,7 +454,7 @@ def build_experiment(config: ml_collections.ConfigDict) -> Experiment:
     except ValueError as e:  # create_mesh's contract: ValueError = config.num_devices cannot be met
         raise ConfigError(str(e)) from None
     check_fields(config, mesh.size, jax.process_count())
-    splits = splits_from_config(config.data, int(config.seed))
+    splits = splits_from_config(config.data, int(config.seed), config.model.pretrained_path)
     if len(splits.train) < config.batch_size:
         raise ConfigError(f"config.batch_size={config.batch_size} is larger than the training set "
                           f"({len(splits.train)} images after the imbalance); use at most {len(splits.train)}")
@@ -490,6 +503,13 @@ SAFE_FIELDS: dict[str, str] = {
     "evaluation.many_shot_threshold": "shot-group metrics only, recomputed from the state at the end "
                                       "(earlier epochs' TensorBoard values keep the old groups)",
     "evaluation.few_shot_threshold": "as evaluation.many_shot_threshold",
+}
+
+# Fields added after runs were recorded without them, with the values that compute what those runs computed: a
+# rerun of an older workdir with one of these values is no change.
+ADDED_FIELDS: dict[str, tuple[Any, ...]] = {
+    "data.normalization": ("auto", "dataset"),  # the training-split statistics ("auto": unless the pretrained
+                                                # file records others, which no older file did)
 }
 
 ABSENT = "(absent)"  # how a field that one of two configs lacks is shown and recorded
@@ -551,12 +571,15 @@ def computation_changes(recorded: Mapping[str, Any], config: ml_collections.Conf
     """The fields of ``config`` that differ from ``recorded`` (the flattened config a workdir's checkpoints were
     trained with, up to epoch ``trained_epochs``) and change the computation: every field but
     :data:`SAFE_FIELDS`, and ``num_epochs`` unless :func:`_num_epochs_change` allows it. A field that only one
-    of them has counts as changed (shown as ``(absent)``) unless it is safe."""
+    of them has counts as changed (shown as ``(absent)``) unless it is safe or one of :data:`ADDED_FIELDS` with a
+    value that computes what the older run did."""
     new = flatten_config(config)
     changes = []
     for path in sorted(set(recorded) | set(new)):
         old_value, new_value = recorded.get(path, ABSENT), new.get(path, ABSENT)
         if path in SAFE_FIELDS or json.dumps(old_value, sort_keys=True) == json.dumps(new_value, sort_keys=True):
+            continue
+        if old_value is ABSENT and new_value in ADDED_FIELDS.get(path, ()):
             continue
         reason = ""
         if path == "num_epochs" and old_value is not ABSENT and new_value is not ABSENT:

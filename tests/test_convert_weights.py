@@ -19,7 +19,8 @@ from flax import traverse_util
 
 from imbalance_jax import convert_weights as cw
 from imbalance_jax.models import create_model
-from imbalance_jax.models.pretrained import load_pretrained_with_report
+from imbalance_jax.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from imbalance_jax.models.pretrained import load_pretrained_with_report, recorded_normalization
 
 TOLERANCE = 1e-4
 
@@ -97,10 +98,12 @@ def test_safetensors_cli_layouts_and_loading(tmp_path, resnet18_state, capsys):
     np.testing.assert_array_equal(arrays["params/classifier/kernel"], state["fc.weight"].T)
     np.testing.assert_array_equal(arrays["params/classifier/bias"], state["fc.bias"])
     assert all(a.dtype == np.float32 for a in arrays.values())
-    # Exactly our model's variables: strict loading of the whole model, and of the backbone (the configs' default).
+    # The file records torchvision's ImageNet input normalisation (config.data.normalization="auto" reads it) ...
+    np.testing.assert_array_equal(recorded_normalization(str(output)), [IMAGENET_MEAN, IMAGENET_STD])
+    # ... and is otherwise exactly our model's variables: strict loading of the whole model, and of the backbone.
     variables = _model_variables("resnet18", 10)
     _, report = load_pretrained_with_report(variables, str(output), prefix="", strict=True)
-    assert not report.skipped and len(report.loaded) == len(arrays)
+    assert not report.skipped and len(report.loaded) == len(arrays) - 1
     _, report = load_pretrained_with_report(_model_variables("resnet18", 4), str(output), strict=True)
     assert not any("classifier" in k for k in report.loaded)
 

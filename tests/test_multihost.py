@@ -1,5 +1,7 @@
 """Multi-host for real: two ``imbalance_jax.main`` processes joined by ``jax.distributed`` on 127.0.0.1 (gloo CPU
-collectives, two fake CPU devices each) give the run of one process with four devices."""
+collectives, two fake CPU devices each) give the run of one process with four devices, with in-memory data (the
+default digits) and with a file-backed image folder, where each process reads and decodes only its own files of
+every global batch."""
 
 import json
 import os
@@ -79,10 +81,27 @@ def _assert_same_metrics(multi, single, path=""):
         assert multi == single, path
 
 
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
+def _image_folder(root) -> list[str]:
+    """4 classes of 40 random 12 x 12 RGB PNGs; the flags that train on them file-backed (two steps an epoch)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for cls in range(4):
+        (root / f"class{cls}").mkdir(parents=True)
+        for i in range(40):
+            pixels = np.clip(rng.normal(60 * cls, 40, (12, 12, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / f"class{cls}" / f"{i}.png")
+    return ["--config.data.name=image_folder", f"--config.data.dir={root}", "--config.data.storage=files",
+            "--config.data.image_size=12", "--config.data.val_per_class=2", "--config.data.imbalance.ratio=3.0"]
+
+
+@pytest.mark.parametrize("data", ["digits in memory", "image folder from files"])
+def test_two_processes_match_one_process_with_four_devices(tmp_path, data):
+    """Equal results also show that the processes' slices of each global batch are disjoint and complete: a file
+    read by both processes, or by none, would change the batch and so the gradients."""
     port = _free_port()
     address = f"127.0.0.1:{port}"
-    python = [sys.executable, "-m", "imbalance_jax.main", *RUN_FLAGS]
+    data_flags = _image_folder(tmp_path / "images") if data == "image folder from files" else []
+    python = [sys.executable, "-m", "imbalance_jax.main", *RUN_FLAGS, *data_flags]
     multi_dir, single_dir = tmp_path / "two_processes", tmp_path / "one_process"
     commands = [([*python, f"--workdir={multi_dir}", "--config.multi_host=True"],
                  _environment(2, JAX_COORDINATOR_ADDRESS=address, JAX_COORDINATOR_BIND_ADDRESS=address,

@@ -34,13 +34,16 @@ class DataSplits:
     std: np.ndarray
     skipped_images: Sequence[str] = ()  # "path (error)": unreadable, skipped (data.unreadable_images="skip")
     dropped_classes: Sequence[str] = ()  # "name (why)": empty, dropped (data.empty_class_folders="drop")
+    normalization: str = "dataset"  # where mean / std come from (imbalance_jax.data.normalization)
 
     def load_summary(self, max_listed: int = 10) -> dict:
         """What loading left out, for metrics.json and report.md: the number of skipped unreadable images, the
-        first ``max_listed`` of them, and the dropped empty classes."""
+        first ``max_listed`` of them, and the dropped empty classes; and the input normalisation."""
         return {"skipped_images": len(self.skipped_images),
                 "skipped_images_first": list(self.skipped_images[:max_listed]),
-                "dropped_classes": list(self.dropped_classes)}
+                "dropped_classes": list(self.dropped_classes),
+                "normalization": {"source": self.normalization, "mean": [float(v) for v in self.mean],
+                                  "std": [float(v) for v in self.std]}}
 
     def class_counts(self) -> dict[str, list[int]]:
         out = {"train": imb.class_counts(self.train.labels, self.num_classes).tolist(),

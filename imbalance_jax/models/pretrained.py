@@ -5,7 +5,8 @@ Two file formats are read:
 * ``.npz`` of flattened, '/'-separated variable paths, as written by :func:`save_npz`:
   ``params/backbone/conv0/kernel``, ``batch_stats/backbone/bn0/mean``. A key whose first part is not
   a collection name (``params``, ``batch_stats`` or another collection of the model) is a
-  ``params`` path, so ``backbone/conv0/kernel`` also works.
+  ``params`` path, so ``backbone/conv0/kernel`` also works. The entry ``__input_normalization__`` is not a
+  variable: it records the input mean / std the weights expect (:func:`recorded_normalization`).
 * an orbax checkpoint directory holding a pytree with ``"params"`` and optionally ``"batch_stats"``:
   a ``StandardSave``\\ d ``{"params": ..., "batch_stats": ...}`` (e.g.
   ``ocp.StandardCheckpointer().save(path, variables)``), or a training checkpoint of
@@ -32,6 +33,9 @@ from absl import logging
 from flax import traverse_util
 
 FIELD = "config.model.pretrained_path"
+# A .npz entry that is not a variable: the [2, C] (mean; std) input normalisation the weights were trained with
+# (``imbalance_jax.convert_weights`` writes ImageNet's; ``config.data.normalization="auto"`` reads it).
+INPUT_NORMALIZATION_KEY = "__input_normalization__"
 COLLECTIONS: tuple[str, ...] = ("params", "batch_stats")
 _SHOWN = 5  # names listed per problem in an error message
 
@@ -95,7 +99,21 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"{FIELD}={path!r} holds a single array, not a .npz file of flattened "
                          "variables (write one with imbalance_jax.models.pretrained.save_npz).")
     with data:
-        return {key: data[key] for key in data.files}
+        return {key: data[key] for key in data.files if key != INPUT_NORMALIZATION_KEY}
+
+
+def recorded_normalization(path: str) -> "np.ndarray | None":
+    """The [2, C] (mean; std) input normalisation recorded in the .npz ``path`` (None when the file has none or is
+    not a .npz, e.g. an orbax directory); an unreadable file is left to the weight loading to report."""
+    if not path or os.path.isdir(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if INPUT_NORMALIZATION_KEY in getattr(data, "files", ()):
+                return np.asarray(data[INPUT_NORMALIZATION_KEY], np.float32)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, AttributeError):
+        pass
+    return None
 
 
 def _orbax_item_dir(path: str) -> str:
