@@ -35,9 +35,16 @@ def get_config() -> ml_collections.ConfigDict:
     config.data.download = True  # tfds: fetch + prepare a dataset missing from tfds_data_dir (internet); False: error
     config.data.empty_class_folders = "error"  # image_folder, a class without images: "error" | "drop" (warns)
     config.data.unreadable_images = "error"  # image_folder, an undecodable file: "error" | "skip" (listed in report.md)
-    # image_folder: "files" keeps a file index and decodes in tf.data (nothing held in RAM), "memory" decodes every
-    # image at load time; "auto" = files for image_folder, memory for the rest (tfds / IDX datasets: memory only)
+    # "files" keeps a file index and decodes each image in tf.data (nothing held in RAM; image_folder, and the tfds
+    # datasets, each split exported once to its encoded image files under files_dir), "memory" decodes every image
+    # at load time; "auto" = files for image_folder; for a tfds dataset memory when its decoded images (all splits,
+    # at image_size) fit in sources.MEMORY_LIMIT_BYTES (1 GiB), else files; memory for digits and IDX fashion_mnist.
+    # fashion_mnist with "files" reads tfds (data.dir empty). Files are centre-cropped squares: image_size=0 (native)
+    # needs square images (celeb_a is 218x178: set image_size).
     config.data.storage = "auto"
+    # tfds with file-backed storage: the directory of the exported splits ("" = <tfds builder.data_dir>/
+    # imbalance_jax_files, next to the prepared dataset version); an export is reused while its index.tsv exists
+    config.data.files_dir = ""
     # Input mean / std: "dataset" (training-split statistics), "imagenet" (torchvision's, for ImageNet weights),
     # "auto" = the statistics recorded in model.pretrained_path (convert_weights records ImageNet's), else "dataset"
     config.data.normalization = "auto"

@@ -164,6 +164,10 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     if data.storage == "files" and data.name not in FILE_SOURCES:
         raise ConfigError(f"config.data.storage='files' is not valid for config.data.name={data.name!r} (held in "
                           f"memory); allowed: ['auto', 'memory'] (file-backed storage exists for {list(FILE_SOURCES)})")
+    if data.storage == "files" and data.name == "fashion_mnist" and data.dir:
+        raise ConfigError(f"config.data.storage='files' reads fashion_mnist through tfds, but config.data.dir="
+                          f"{data.dir!r} is set: IDX files are held in memory only; leave config.data.dir empty, or "
+                          "use config.data.storage='auto' or 'memory'")
     aug = data.augment
     for field, (low, high) in (("crop_scale", (0.0, 1.0)), ("crop_ratio", (0.0, float("inf")))):
         value = tuple(float(v) for v in aug[field])
@@ -286,7 +290,8 @@ def splits_from_config(data_config: ml_collections.ConfigDict, seed: int, pretra
         channels=int(data_config.channels), train_list=data_config.train_list, test_list=data_config.test_list,
         label_column=data_config.label_column, variable=data_config.variable,
         celeba_counts=tuple(data_config.celeba_counts), empty_class_folders=data_config.empty_class_folders,
-        unreadable_images=data_config.unreadable_images, storage=data_config.storage)
+        unreadable_images=data_config.unreadable_images, storage=data_config.storage,
+        files_dir=data_config.files_dir)
     splits = build_splits(load_raw_dataset(source), seed=seed, classes=tuple(data_config.classes),
                           test_fraction=float(data_config.test_fraction), val_per_class=int(data_config.val_per_class),
                           val_fraction=float(data_config.val_fraction), profile=imb.profile, ratio=float(imb.ratio),
@@ -494,6 +499,7 @@ SAFE_FIELDS: dict[str, str] = {
     "num_devices": "the same global batches and steps over more or fewer devices (equal up to float rounding, "
                    "tests/test_train.py); the default 0 already means 'every device of this machine'",
     "multi_host": "how the processes are started, not what they compute",
+    "data.files_dir": "where a tfds split's exported files live: the same encoded bytes wherever they are",
     "device_prefetch": "how far ahead batches are put on the devices, not what is computed (bit-identical, "
                        "tests/test_parallel.py)",
     "nan_policy": "acts only at a non-finite step; every step before one is the same under both policies "

@@ -1,9 +1,10 @@
 """Tiny stand-ins for the files tfds downloads, so tfds' own builders prepare real datasets offline.
 
-``prepare_offline(name, data_dir, per_class)`` writes a few-image version of the upstream archive(s) of ``name`` (``mnist``,
-``cifar10``, ``cifar100``, ``celeb_a``), points tfds' ``DownloadManager`` at them instead of the network and runs the
-builder's ``download_and_prepare`` into ``data_dir``. Everything after the download (extraction, parsing, encoding,
-TFRecord writing, dataset_info.json) is tfds' own code, exactly as after a real download.
+``prepare_offline(name, data_dir, per_class)`` writes a few-image version of the upstream archive(s) of ``name``
+(``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``celeb_a``), points tfds' ``DownloadManager`` at them instead
+of the network and runs the builder's ``download_and_prepare`` into ``data_dir``. Everything after the download
+(extraction, parsing, encoding, TFRecord writing, dataset_info.json) is tfds' own code, exactly as after a real
+download.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def prepare_offline(name: str, data_dir: str, per_class: tuple[int, int] = (6, 2
     source_dir = os.path.join(data_dir, "_fake_downloads", name)
     os.makedirs(source_dir, exist_ok=True)
     patches = contextlib.ExitStack()
-    if name == "mnist":
+    if name in ("mnist", "fashion_mnist"):  # the same IDX files under the same names
         from tensorflow_datasets.image_classification import mnist
 
         by_basename, counts = _fake_mnist(source_dir, per_class)

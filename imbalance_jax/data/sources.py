@@ -1,6 +1,17 @@
 """Dataset registry: every source returns its splits with integer labels, as in-memory uint8 images
-(:class:`ArraySplit`) or, for ``image_folder`` with ``data.storage`` "files" (or "auto"), as a file index
-(:class:`FileSplit`: paths + labels; the input pipeline decodes the images, none is held in RAM).
+(:class:`ArraySplit`) or as a file index (:class:`FileSplit`: paths + labels; the input pipeline decodes the
+images, none is held in RAM). ``data.storage`` chooses (:data:`STORAGE`): "memory"; "files" (``image_folder`` and
+the tfds sources); "auto" = files for ``image_folder``, for a tfds source memory up to :data:`MEMORY_LIMIT_BYTES` of
+decoded images and files above, memory for the rest (digits, Fashion-MNIST's IDX files).
+
+A file-backed tfds split is exported once: ``tfds.load`` with ``SkipDecoding`` streams each kept example's encoded
+image (PNG for mnist / cifar, JPEG for celeb_a), whose bytes are written unchanged as a file, then ``index.tsv``
+(relative path, label). The export is built in a uniquely named sibling directory and renamed into place, so
+processes exporting at once (several hosts on one shared filesystem) never see a partial export: the first rename
+wins, the others discard theirs. It lives in ``data.files_dir`` (empty: ``<tfds builder.data_dir>/imbalance_jax_files``)
+under ``<name>-<version>-<split>[-<selection>]`` (celeb_a: the label task and per-class counts) and is reused,
+without reading tfds, while its index exists; one without its index is redone. The pipeline resizes each image's
+shorter side to ``data.image_size`` and crops the centre square (0: the native size, which must then be square).
 
 A source is a function ``(SourceOptions) -> RawDataset``; :class:`SourceOptions` holds the plain values of the
 ``config.data`` fields the sources read (``imbalance_jax.experiment`` builds it). Sources with an official test split return it;
@@ -20,7 +31,8 @@ import dataclasses
 import gzip
 import os
 import struct
-from typing import Callable, Optional, Sequence
+import uuid
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import ml_collections
 import numpy as np
@@ -155,9 +167,16 @@ class RawDataset:
 EMPTY_CLASS_FOLDERS = ("error", "drop")
 UNREADABLE_IMAGES = ("error", "skip")
 # Allowed values of config.data.storage: "memory" decodes every image at load time (ArraySplit), "files" keeps a
-# file index (FileSplit, sources in FILE_SOURCES only), "auto" = files for FILE_SOURCES, memory for the rest.
+# file index (FileSplit, sources in FILE_SOURCES only; a tfds split is first exported to files once), "auto" = files
+# for image_folder; for a tfds source, memory when its decoded images fit in MEMORY_LIMIT_BYTES, else files; memory
+# for the rest (digits, fashion_mnist's IDX files).
 STORAGE = ("auto", "memory", "files")
-FILE_SOURCES = ("image_folder",)
+TFDS_SOURCES = ("mnist", "cifar10", "cifar100", "celeb_a", "fashion_mnist")
+FILE_SOURCES = ("image_folder",) + TFDS_SOURCES
+# storage="auto", tfds sources: the largest decoded dataset (the kept examples of all its splits × H × W × C bytes,
+# uint8, at data.image_size or the native size) held in memory; a larger one, or one whose image shape tfds does not
+# know, is file-backed (all its splits).
+MEMORY_LIMIT_BYTES = 1 << 30
 
 
 SourceFn = Callable[["SourceOptions"], RawDataset]
@@ -190,6 +209,7 @@ class SourceOptions:
     empty_class_folders: str = "error"  # error | drop
     unreadable_images: str = "error"  # error | skip
     storage: str = "auto"  # auto | memory | files (see STORAGE)
+    files_dir: str = ""  # tfds with file-backed storage: where splits are exported ("" = next to the tfds data)
 
     @classmethod
     def from_mapping(cls, data: "ml_collections.ConfigDict | dict") -> "SourceOptions":
@@ -213,16 +233,24 @@ def load_raw_dataset(options: "SourceOptions | ml_collections.ConfigDict") -> Ra
 
 
 def check_storage(name: str, storage: str) -> None:
-    """Raises DatasetError unless ``storage`` is allowed for source ``name`` (files: FILE_SOURCES only)."""
-    allowed = STORAGE if name in FILE_SOURCES else ("auto", "memory")
-    if storage not in allowed:
+    """Raises DatasetError unless ``storage`` is one of STORAGE and allowed for source ``name`` (files:
+    FILE_SOURCES only)."""
+    if storage not in STORAGE:
+        raise DatasetError(f"config.data.storage={storage!r} is not valid; allowed: {list(STORAGE)}")
+    if storage == "files" and name not in FILE_SOURCES:
         raise DatasetError(f"config.data.storage={storage!r} is not valid for config.data.name={name!r}; allowed: "
-                           f"{list(allowed)} (file-backed storage exists for {list(FILE_SOURCES)})")
+                           f"['auto', 'memory'] (file-backed storage exists for {list(FILE_SOURCES)})")
 
 
-def uses_files(name: str, storage: str) -> bool:
-    """Whether source ``name`` with ``config.data.storage=storage`` gives file-backed splits."""
-    return name in FILE_SOURCES and storage in ("auto", "files")
+def uses_files(name: str, storage: str, decoded_bytes: Optional[int] = None) -> bool:
+    """Whether source ``name`` with ``config.data.storage=storage`` gives file-backed splits: "files" does (for
+    FILE_SOURCES), "memory" does not; "auto" does for image_folder, and for a tfds source whose splits decode to
+    ``decoded_bytes`` (None: unknown) above :data:`MEMORY_LIMIT_BYTES`."""
+    if name not in FILE_SOURCES or storage == "memory":
+        return False
+    if storage == "files" or name == "image_folder":
+        return True
+    return decoded_bytes is None or decoded_bytes > MEMORY_LIMIT_BYTES
 
 
 # --------------------------------------------------------------------------------------------- digits
@@ -285,9 +313,19 @@ def _load_idx_dir(directory: str) -> dict[str, ArraySplit]:
 @register("fashion_mnist")
 def load_fashion_mnist(data_config: SourceOptions) -> RawDataset:
     """Fashion-MNIST from IDX files in ``config.data.dir`` when set (only there: a missing directory or file is
-    an error), else from the Debian package's directory, else through tfds."""
+    an error), else from the Debian package's directory, else through tfds.
+
+    IDX files are held in memory only: ``data.storage="files"`` reads tfds' ``fashion_mnist`` (from
+    ``data.tfds_data_dir``, prepared there or downloaded with ``data.download``) and exports it to files, and is an
+    error with ``data.dir`` set."""
     directory = data_config.dir
     files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
+    if data_config.storage == "files":
+        if directory:
+            raise DatasetError(f"config.data.storage='files' reads fashion_mnist through tfds, but config.data.dir="
+                               f"{directory!r} is set: IDX files are held in memory only; leave config.data.dir "
+                               "empty, or use config.data.storage='auto' or 'memory'")
+        return _load_tfds("fashion_mnist", data_config, class_names=FASHION_MNIST_CLASSES)
     if directory:
         if not os.path.isdir(directory):
             raise DatasetError(f"config.data.dir={directory!r} does not exist; for fashion_mnist it must be a "
@@ -354,10 +392,10 @@ def _tfds_builder(name: str, data_config: SourceOptions):
         raise _missing_package(name, e) from e
 
 
-def _tfds_load(builder, name: str, split: str, data_config: SourceOptions):
-    """``tfds.load`` of one split; a dataset missing from the data dir is downloaded only with
-    ``config.data.download``, and every failure becomes one DatasetError saying where tfds looked and how to
-    prepare the dataset there."""
+def _tfds_load(builder, name: str, split: str, data_config: SourceOptions, decoders: Optional[dict] = None):
+    """``tfds.load`` of one split (``decoders``: tfds' per-feature decoders, e.g. SkipDecoding); a dataset missing
+    from the data dir is downloaded only with ``config.data.download``, and every failure becomes one DatasetError
+    saying where tfds looked and how to prepare the dataset there."""
     import tensorflow_datasets as tfds
 
     data_dir = _tfds_data_dir(data_config)
@@ -370,7 +408,8 @@ def _tfds_load(builder, name: str, split: str, data_config: SourceOptions):
         logging.warning("tfds dataset %r is not prepared in %s: downloading and preparing it there "
                         "(config.data.download=True; needs internet)", name, where)
     try:
-        return tfds.load(name, split=split, data_dir=data_dir, download=download, shuffle_files=False)
+        return tfds.load(name, split=split, data_dir=data_dir, download=download, shuffle_files=False,
+                         decoders=decoders)
     except ModuleNotFoundError as e:
         raise _missing_package(name, e) from e
     except Exception as e:  # tfds raises many types (network, missing files, not prepared)
@@ -383,16 +422,23 @@ def _tfds_load(builder, name: str, split: str, data_config: SourceOptions):
                            f"internet, {prepare}") from e
 
 
-def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
-                          label_key="label", per_class_limit: Optional[Sequence[int]] = None,
-                          builder=None) -> ArraySplit:
-    import tensorflow_datasets as tfds
+def _source_builder(name: str, data_config: SourceOptions):
+    """The builder of tfds source ``name``. Unless ``data.storage="memory"`` (whose ``tfds.load`` prepares the
+    dataset as it reads it), the dataset is prepared first (or the error of :func:`_tfds_load` raised): choosing
+    the storage and exporting need its split sizes and image shape."""
+    builder = _tfds_builder(name, data_config)
+    if data_config.storage == "memory" or builder.is_prepared():
+        return builder
+    _tfds_load(builder, name, "train", data_config)  # downloads and prepares, or raises
+    return _tfds_builder(name, data_config)  # a fresh builder reads the prepared dataset's info
 
-    ds = _tfds_load(builder or _tfds_builder(name, data_config), name, split, data_config)
-    size = data_config.image_size
-    images, labels = [], []
+
+def _selected_examples(examples: Iterable[dict], name: str, label_fn: Optional[Callable[[dict], int]],
+                       label_key: str, per_class_limit: Optional[Sequence[int]]) -> Iterator[tuple[dict, int]]:
+    """(example, label) for each example kept, in tfds order: every one, or with ``per_class_limit`` the first
+    ``per_class_limit[c]`` of each class c (a DatasetError when a class has fewer)."""
     taken = None if per_class_limit is None else np.zeros(len(per_class_limit), np.int64)
-    for example in tfds.as_numpy(ds):
+    for example in examples:
         label = int(label_fn(example) if label_fn else example[label_key])
         if taken is not None:
             if taken[label] >= per_class_limit[label]:
@@ -400,20 +446,218 @@ def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, ima
                     break
                 continue
             taken[label] += 1
+        yield example, label
+    if taken is not None and np.any(taken < per_class_limit):
+        raise DatasetError(f"{name}: wanted {list(per_class_limit)} images per class, found only {taken.tolist()}")
+
+
+def _tfds_split_to_arrays(name: str, split: str, data_config, label_fn=None, image_key="image",
+                          label_key="label", per_class_limit: Optional[Sequence[int]] = None,
+                          builder=None) -> ArraySplit:
+    """``data.storage="memory"``: every kept image decoded (and resized to ``data.image_size``) into memory."""
+    import tensorflow_datasets as tfds
+
+    ds = _tfds_load(builder or _tfds_builder(name, data_config), name, split, data_config)
+    size = data_config.image_size
+    images, labels = [], []
+    for example, label in _selected_examples(tfds.as_numpy(ds), name, label_fn, label_key, per_class_limit):
         image = example[image_key]
         if size and image.shape[:2] != (size, size):
             image = _resize_uint8(image[None], size)[0]
         images.append(image)
         labels.append(label)
-    if taken is not None and np.any(taken < per_class_limit):
-        raise DatasetError(f"{name}: wanted {list(per_class_limit)} images per class, found only {taken.tolist()}")
     return ArraySplit(np.stack(images).astype(np.uint8), np.asarray(labels))
 
 
+def _kept_examples(builder, split: str, per_class_limit: Optional[Sequence[int]]) -> int:
+    """How many examples of ``split`` are kept: all, or at most ``sum(per_class_limit)``."""
+    count = int(builder.info.splits[split].num_examples)
+    return count if per_class_limit is None else min(count, int(sum(per_class_limit)))
+
+
+def _decoded_bytes(builder, image_key: str, num_examples: int, image_size: int) -> Optional[int]:
+    """Bytes of ``num_examples`` decoded uint8 images at ``image_size`` (0: the native size); None when tfds does
+    not know the shape (images of varying size or channels)."""
+    shape = tuple(builder.info.features[image_key].shape)
+    if image_size:
+        shape = (image_size, image_size, shape[-1])
+    if any(d is None for d in shape):
+        return None
+    return int(num_examples) * int(np.prod(shape))
+
+
+def _file_geometry(builder, name: str, image_key: str, data_config: SourceOptions) -> tuple[int, int]:
+    """(image_size, channels) of the FileSplit of tfds source ``name``: ``data.image_size``, or the native size of
+    square images when it is 0; channels from the tfds image feature."""
+    shape = tuple(builder.info.features[image_key].shape)
+    if shape[-1] not in (1, 3):
+        raise DatasetError(f"{name}: its images have {shape[-1]} channels; file-backed storage reads 1 or 3 "
+                           "(use config.data.storage='memory')")
+    if data_config.image_size:
+        return int(data_config.image_size), int(shape[-1])
+    height, width = shape[:2]
+    if height is None or height != width:
+        size = "of varying size" if height is None or width is None else f"{height}x{width}"
+        raise DatasetError(f"config.data.image_size=0 (native size) needs square images, but {name} is file-backed "
+                           f"(config.data.storage={data_config.storage!r}) and its images are {size}; set "
+                           "config.data.image_size (files are resized on the shorter side and centre-cropped)")
+    return int(height), int(shape[-1])
+
+
+# An exported tfds split: the encoded images under <export>/<shard>/<number>.<ext> and this index, written last.
+EXPORT_INDEX = "index.tsv"
+_INDEX_HEADER = "path\tlabel\n"
+_EXPORT_SHARD = 1000  # files per sub-directory
+
+
+def _export_dir(builder, name: str, split: str, selection: str, files_dir: str) -> str:
+    """Where the export of ``split`` lives: ``<files_dir>/<name>-<version>-<split>[-<selection>]``, ``files_dir``
+    empty = ``<tfds builder.data_dir>/imbalance_jax_files`` (next to the prepared dataset version)."""
+    root = os.path.expanduser(files_dir) if files_dir else os.path.join(os.fspath(builder.data_dir),
+                                                                        "imbalance_jax_files")
+    key = "-".join([name, str(builder.info.version), split] + ([selection] if selection else []))
+    return os.path.join(os.path.abspath(root), key)
+
+
+def _read_index(directory: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """(absolute paths, labels) of the export in ``directory``; None when it has no complete index."""
+    path = os.path.join(directory, EXPORT_INDEX)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        if f.readline() != _INDEX_HEADER:
+            return None
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    paths = np.asarray([os.path.join(directory, rel) for rel, _ in rows], dtype=str)
+    return paths, np.asarray([int(label) for _, label in rows], np.int32)
+
+
+def _write_index(directory: str, rows: Sequence[tuple[str, int]]) -> None:
+    """The index of ``rows`` (relative path, label), through a temporary file and an atomic rename."""
+    tmp = os.path.join(directory, f"{EXPORT_INDEX}.tmp-{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(_INDEX_HEADER)
+        f.writelines(f"{rel}\t{label}\n" for rel, label in rows)
+    os.replace(tmp, os.path.join(directory, EXPORT_INDEX))
+
+
+def _image_extension(data: bytes) -> str:
+    """The file extension of encoded image ``data`` from its magic number (.bin: decode_image reads the rest)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return ".png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return ".jpg"
+    return ".bin"
+
+
+def _write_images(directory: str, examples: Iterable[tuple[dict, int]], image_key: str) -> list[tuple[str, int]]:
+    """Writes each example's encoded image bytes unchanged under ``directory``; returns (relative path, label)."""
+    rows = []
+    for i, (example, label) in enumerate(examples):
+        data = example[image_key]
+        shard = f"{i // _EXPORT_SHARD:05d}"
+        if i % _EXPORT_SHARD == 0:
+            os.makedirs(os.path.join(directory, shard), exist_ok=True)
+        rel = f"{shard}/{i:08d}{_image_extension(data)}"
+        with open(os.path.join(directory, rel), "wb") as f:
+            f.write(data)
+        rows.append((rel, label))
+    return rows
+
+
+def _publish(tmp: str, directory: str) -> None:
+    """Renames the finished export ``tmp`` to ``directory``. A ``directory`` without an index (an interrupted or
+    damaged export) is moved aside and removed first; one with an index (another process finished first) is kept
+    and ``tmp`` is left for the caller to remove."""
+    import shutil
+
+    if os.path.isdir(directory) and _read_index(directory) is None:
+        stale = f"{directory}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(directory, stale)
+        except FileNotFoundError:  # another process moved it first
+            pass
+        else:
+            shutil.rmtree(stale, ignore_errors=True)
+    try:
+        os.rename(tmp, directory)
+    except OSError:
+        if _read_index(directory) is None:
+            raise
+        logging.info("another process exported %s first; using its export", directory)
+
+
+def _export_split(directory: str, builder, name: str, split: str, data_config: SourceOptions,
+                  label_fn: Optional[Callable[[dict], int]], image_key: str, label_key: str,
+                  per_class_limit: Optional[Sequence[int]]) -> None:
+    """Exports the kept examples of tfds split ``split`` to ``directory``, streaming (images are never decoded nor
+    all held in memory): built in a uniquely named sibling directory, index last, then renamed into place."""
+    import shutil
+
+    import tensorflow_datasets as tfds
+
+    tmp = f"{directory}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    logging.info("exporting tfds %s split %r to %s (once; later runs reuse it)", name, split, directory)
+    try:
+        os.makedirs(tmp)
+        ds = _tfds_load(builder, name, split, data_config, decoders={image_key: tfds.decode.SkipDecoding()})
+        examples = _selected_examples(tfds.as_numpy(ds), name, label_fn, label_key, per_class_limit)
+        _write_index(tmp, _write_images(tmp, examples, image_key))
+        _publish(tmp, directory)
+    except OSError as e:
+        raise DatasetError(f"cannot export tfds {name} split {split!r} to {directory} ({_one_line(e, 200)}); set "
+                           f"config.data.files_dir (now {data_config.files_dir!r}; empty = next to the tfds data) "
+                           "to a writable directory") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _tfds_split_to_files(name: str, split: str, data_config: SourceOptions, builder, label_fn=None,
+                         image_key: str = "image", label_key: str = "label",
+                         per_class_limit: Optional[Sequence[int]] = None, selection: str = "") -> FileSplit:
+    """File-backed storage: the FileSplit of the export of ``split`` (see :func:`_export_dir`), made on first use
+    and reused while its index exists."""
+    size, channels = _file_geometry(builder, name, image_key, data_config)
+    directory = _export_dir(builder, name, split, selection, data_config.files_dir)
+    index = _read_index(directory)
+    if index is None:
+        _export_split(directory, builder, name, split, data_config, label_fn, image_key, label_key, per_class_limit)
+        index = _read_index(directory)
+    return FileSplit(index[0], index[1], size, channels)
+
+
+def _tfds_files(name: str, builder, data_config: SourceOptions, splits: Sequence[str], image_key: str = "image",
+                per_class_limit: Optional[Sequence[int]] = None) -> bool:
+    """Whether tfds source ``name`` is file-backed (``builder`` from :func:`_source_builder`): ``data.storage``,
+    "auto" deciding by the decoded size of the kept examples of all its ``splits`` together (one storage per
+    dataset). "auto" without tfds' split sizes (a data dir without them, ``tfds.testing.mock_data``): memory."""
+    if data_config.storage == "memory":
+        return False
+    if data_config.storage == "auto" and any(split not in builder.info.splits for split in splits):
+        return False
+    count = sum(_kept_examples(builder, split, per_class_limit) for split in splits)
+    return uses_files(name, data_config.storage, _decoded_bytes(builder, image_key, count, data_config.image_size))
+
+
+def _tfds_split(name: str, split: str, data_config: SourceOptions, builder, files: bool, label_fn=None,
+                image_key: str = "image", label_key: str = "label", per_class_limit: Optional[Sequence[int]] = None,
+                selection: str = "") -> "ArraySplit | FileSplit":
+    """One split of tfds source ``name``, file-backed when ``files`` (:func:`_tfds_files`). ``selection`` names
+    what ``label_fn`` / ``per_class_limit`` select, for the export's key."""
+    if not files:
+        return _tfds_split_to_arrays(name, split, data_config, label_fn=label_fn, image_key=image_key,
+                                     label_key=label_key, per_class_limit=per_class_limit, builder=builder)
+    if (label_fn is not None or per_class_limit is not None) and not selection:
+        raise ValueError("a tfds split with label_fn or per_class_limit needs a selection name for its export key")
+    return _tfds_split_to_files(name, split, data_config, builder, label_fn=label_fn, image_key=image_key,
+                                label_key=label_key, per_class_limit=per_class_limit, selection=selection)
+
+
 def _load_tfds(name: str, data_config, class_names: Optional[Sequence[str]] = None) -> RawDataset:
-    builder = _tfds_builder(name, data_config)
-    train = _tfds_split_to_arrays(name, "train", data_config, builder=builder)
-    test = _tfds_split_to_arrays(name, "test", data_config, builder=builder)
+    builder = _source_builder(name, data_config)
+    files = _tfds_files(name, builder, data_config, ("train", "test"))
+    train = _tfds_split(name, "train", data_config, builder, files)
+    test = _tfds_split(name, "test", data_config, builder, files)
     label = builder.info.features["label"]  # defined by the builder's code: known offline
     return RawDataset(train, test, int(label.num_classes), list(class_names or label.names))
 
@@ -442,12 +686,15 @@ def load_celeb_a(data_config: SourceOptions) -> RawDataset:
 
     The first ``n_c`` images of each class in the tfds train split are taken (deterministic); the
     80/20 train/test split per class is carved by the split builder (``data.test_fraction=0.2``).
-    ``data.celeba_counts`` overrides the per-class counts.
+    ``data.celeba_counts`` overrides the per-class counts. File-backed storage exports exactly these images
+    (their JPEG bytes); ``data.image_size=0`` (native 218x178) is then an error, as the file path crops squares.
     """
-    counts = tuple(data_config.celeba_counts or ACNE04_PROPORTIONS)
-    split = _tfds_split_to_arrays("celeb_a", "train", data_config, image_key="image",
-                                  label_fn=lambda ex: celeba_mouth_smile_label(ex["attributes"]),
-                                  per_class_limit=counts)
+    counts = tuple(int(c) for c in (data_config.celeba_counts or ACNE04_PROPORTIONS))
+    builder = _source_builder("celeb_a", data_config)
+    files = _tfds_files("celeb_a", builder, data_config, ("train",), per_class_limit=counts)
+    split = _tfds_split("celeb_a", "train", data_config, builder, files, image_key="image",
+                        label_fn=lambda ex: celeba_mouth_smile_label(ex["attributes"]), per_class_limit=counts,
+                        selection=f"mouth_smile-{'_'.join(map(str, counts))}")
     return RawDataset(split, None, 4, CELEBA_CLASSES)
 
 
