@@ -12,7 +12,7 @@ import pytest
 
 from imbalance_jax import train
 from imbalance_jax.data import ArraySplit, FileSplit, load_raw_dataset
-from imbalance_jax.data import sources
+from imbalance_jax.data import sources, tfds_export
 from imbalance_jax.data.sources import DatasetError
 from imbalance_jax.experiment import ConfigError, check_fields
 from tests.test_data import data_config
@@ -121,7 +121,7 @@ def test_export_is_reused_without_reading_tfds_and_redone_without_its_index(tfds
 
     calls = _count_tfds_loads(monkeypatch)
     train_dir = tmp_path / "exports" / "mnist-3.0.1-train"
-    (train_dir / sources.EXPORT_INDEX).unlink()  # an export without its index: interrupted, redone
+    (train_dir / tfds_export.EXPORT_INDEX).unlink()  # an export without its index: interrupted, redone
     os.remove(first.train.paths[0])
     redone = _load(tfds_dir, tmp_path / "exports", name="mnist", storage="files")
     assert calls == ["train"]
@@ -132,7 +132,7 @@ def test_export_is_reused_without_reading_tfds_and_redone_without_its_index(tfds
 
 
 def test_interrupted_export_leaves_nothing_behind(tfds_dir, tmp_path, monkeypatch):
-    real, written = sources._image_extension, []
+    real, written = tfds_export.image_extension, []
 
     def crash_after_five(data):
         if len(written) == 5:
@@ -140,23 +140,23 @@ def test_interrupted_export_leaves_nothing_behind(tfds_dir, tmp_path, monkeypatc
         written.append(data)
         return real(data)
 
-    monkeypatch.setattr(sources, "_image_extension", crash_after_five)
+    monkeypatch.setattr(tfds_export, "image_extension", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
         _load(tfds_dir, tmp_path / "exports", name="mnist", storage="files")
     assert os.listdir(tmp_path / "exports") == []
-    monkeypatch.setattr(sources, "_image_extension", real)
+    monkeypatch.setattr(tfds_export, "image_extension", real)
     assert len(_load(tfds_dir, tmp_path / "exports", name="mnist", storage="files").train) == 60
 
 
 def test_export_finished_first_by_another_process_is_used_and_ours_discarded(tfds_dir, tmp_path, monkeypatch):
-    real, winners = sources._publish, []
+    real, winners = tfds_export.publish, []
 
     def other_process_wins(tmp, directory):
         shutil.copytree(tmp, directory)  # another process of a multi-host run renamed its export into place
         winners.append(directory)
         real(tmp, directory)
 
-    monkeypatch.setattr(sources, "_publish", other_process_wins)
+    monkeypatch.setattr(tfds_export, "publish", other_process_wins)
     raw = _load(tfds_dir, tmp_path / "exports", name="mnist", storage="files")
     assert len(winners) == 2 and sorted(os.listdir(tmp_path / "exports")) == ["mnist-3.0.1-test", "mnist-3.0.1-train"]
     assert raw.train.paths[0].startswith(winners[0] + "/") and len(_everything(raw.train)) == 60

@@ -31,12 +31,13 @@ import dataclasses
 import gzip
 import os
 import struct
-import uuid
 from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import ml_collections
 import numpy as np
 from absl import logging
+
+from imbalance_jax.data import tfds_export
 
 
 class DatasetError(ValueError):
@@ -504,12 +505,6 @@ def _file_geometry(builder, name: str, image_key: str, data_config: SourceOption
     return int(height), int(shape[-1])
 
 
-# An exported tfds split: the encoded images under <export>/<shard>/<number>.<ext> and this index, written last.
-EXPORT_INDEX = "index.tsv"
-_INDEX_HEADER = "path\tlabel\n"
-_EXPORT_SHARD = 1000  # files per sub-directory
-
-
 def _export_dir(builder, name: str, split: str, selection: str, files_dir: str) -> str:
     """Where the export of ``split`` lives: ``<files_dir>/<name>-<version>-<split>[-<selection>]``, ``files_dir``
     empty = ``<tfds builder.data_dir>/imbalance_jax_files`` (next to the prepared dataset version)."""
@@ -519,97 +514,22 @@ def _export_dir(builder, name: str, split: str, selection: str, files_dir: str) 
     return os.path.join(os.path.abspath(root), key)
 
 
-def _read_index(directory: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    """(absolute paths, labels) of the export in ``directory``; None when it has no complete index."""
-    path = os.path.join(directory, EXPORT_INDEX)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        if f.readline() != _INDEX_HEADER:
-            return None
-        rows = [line.rstrip("\n").split("\t") for line in f]
-    paths = np.asarray([os.path.join(directory, rel) for rel, _ in rows], dtype=str)
-    return paths, np.asarray([int(label) for _, label in rows], np.int32)
-
-
-def _write_index(directory: str, rows: Sequence[tuple[str, int]]) -> None:
-    """The index of ``rows`` (relative path, label), through a temporary file and an atomic rename."""
-    tmp = os.path.join(directory, f"{EXPORT_INDEX}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(_INDEX_HEADER)
-        f.writelines(f"{rel}\t{label}\n" for rel, label in rows)
-    os.replace(tmp, os.path.join(directory, EXPORT_INDEX))
-
-
-def _image_extension(data: bytes) -> str:
-    """The file extension of encoded image ``data`` from its magic number (.bin: decode_image reads the rest)."""
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return ".png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return ".jpg"
-    return ".bin"
-
-
-def _write_images(directory: str, examples: Iterable[tuple[dict, int]], image_key: str) -> list[tuple[str, int]]:
-    """Writes each example's encoded image bytes unchanged under ``directory``; returns (relative path, label)."""
-    rows = []
-    for i, (example, label) in enumerate(examples):
-        data = example[image_key]
-        shard = f"{i // _EXPORT_SHARD:05d}"
-        if i % _EXPORT_SHARD == 0:
-            os.makedirs(os.path.join(directory, shard), exist_ok=True)
-        rel = f"{shard}/{i:08d}{_image_extension(data)}"
-        with open(os.path.join(directory, rel), "wb") as f:
-            f.write(data)
-        rows.append((rel, label))
-    return rows
-
-
-def _publish(tmp: str, directory: str) -> None:
-    """Renames the finished export ``tmp`` to ``directory``. A ``directory`` without an index (an interrupted or
-    damaged export) is moved aside and removed first; one with an index (another process finished first) is kept
-    and ``tmp`` is left for the caller to remove."""
-    import shutil
-
-    if os.path.isdir(directory) and _read_index(directory) is None:
-        stale = f"{directory}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(directory, stale)
-        except FileNotFoundError:  # another process moved it first
-            pass
-        else:
-            shutil.rmtree(stale, ignore_errors=True)
-    try:
-        os.rename(tmp, directory)
-    except OSError:
-        if _read_index(directory) is None:
-            raise
-        logging.info("another process exported %s first; using its export", directory)
-
-
 def _export_split(directory: str, builder, name: str, split: str, data_config: SourceOptions,
                   label_fn: Optional[Callable[[dict], int]], image_key: str, label_key: str,
                   per_class_limit: Optional[Sequence[int]]) -> None:
-    """Exports the kept examples of tfds split ``split`` to ``directory``, streaming (images are never decoded nor
-    all held in memory): built in a uniquely named sibling directory, index last, then renamed into place."""
-    import shutil
-
+    """Exports the kept examples of tfds split ``split`` to ``directory`` (:func:`tfds_export.export`), streaming:
+    the images are read as their encoded bytes, never decoded nor all held in memory."""
     import tensorflow_datasets as tfds
 
-    tmp = f"{directory}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     logging.info("exporting tfds %s split %r to %s (once; later runs reuse it)", name, split, directory)
     try:
-        os.makedirs(tmp)
         ds = _tfds_load(builder, name, split, data_config, decoders={image_key: tfds.decode.SkipDecoding()})
-        examples = _selected_examples(tfds.as_numpy(ds), name, label_fn, label_key, per_class_limit)
-        _write_index(tmp, _write_images(tmp, examples, image_key))
-        _publish(tmp, directory)
+        tfds_export.export(directory, _selected_examples(tfds.as_numpy(ds), name, label_fn, label_key,
+                                                         per_class_limit), image_key)
     except OSError as e:
         raise DatasetError(f"cannot export tfds {name} split {split!r} to {directory} ({_one_line(e, 200)}); set "
                            f"config.data.files_dir (now {data_config.files_dir!r}; empty = next to the tfds data) "
                            "to a writable directory") from e
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tfds_split_to_files(name: str, split: str, data_config: SourceOptions, builder, label_fn=None,
@@ -619,10 +539,10 @@ def _tfds_split_to_files(name: str, split: str, data_config: SourceOptions, buil
     and reused while its index exists."""
     size, channels = _file_geometry(builder, name, image_key, data_config)
     directory = _export_dir(builder, name, split, selection, data_config.files_dir)
-    index = _read_index(directory)
+    index = tfds_export.read_index(directory)
     if index is None:
         _export_split(directory, builder, name, split, data_config, label_fn, image_key, label_key, per_class_limit)
-        index = _read_index(directory)
+        index = tfds_export.read_index(directory)
     return FileSplit(index[0], index[1], size, channels)
 
 
