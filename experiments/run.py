@@ -256,8 +256,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         shard = parse_shard(args.shard)
     except ValueError as e:
         parser.error(str(e))
-    return run_sweep(sweep, args.runs_dir, only=args.only, shard=shard, dry_run=args.dry_run,
-                     use_subprocess=args.subprocess)
+    try:
+        return run_sweep(sweep, args.runs_dir, only=args.only, shard=shard, dry_run=args.dry_run,
+                         use_subprocess=args.subprocess)
+    except KeyboardInterrupt as e:  # errors.Interrupted says which epoch a rerun resumes the cell from
+        why = str(e) or "interrupted; rerun the same command to go on"
+        print(f"\nsweep {sweep.name} stopped: {why}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

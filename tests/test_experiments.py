@@ -336,3 +336,16 @@ def test_results_md_blocks_are_rewritten_from_the_cells(tmp_path):
     text = doc.read_text()
     assert "old" not in text and "| Base | 50.00 |" in text and "| New − Base | +10.00 (n=1) |" in text
     assert text.startswith("# R\n<!-- table:blocks -->\n2/2 cells finished") and "\ntext\n" in text
+
+
+def test_ctrl_c_stops_the_runner_with_one_line_saying_how_to_go_on(monkeypatch, capsys):
+    from imbalance_jax.errors import Interrupted
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("interrupted; rerun the same command to resume from epoch 2 (checkpoint x/2)")
+
+    monkeypatch.setattr(run, "run_sweep", interrupted)
+    assert run.main(["digits_sanity", "--compilation_cache="]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sweep digits_sanity stopped: interrupted; rerun the same command to resume from epoch 2 "
+                   "(checkpoint x/2)"]
