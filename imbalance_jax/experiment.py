@@ -33,8 +33,8 @@ from imbalance_jax.data import (DATASETS, SAMPLERS, DataSplits, PipelineOptions,
 from imbalance_jax.data import normalization
 from imbalance_jax.data.imbalance import PROFILES
 from imbalance_jax.data.samplers import epoch_order
-from imbalance_jax.data.sources import (EMPTY_CLASS_FOLDERS, FILE_SOURCES, STORAGE, UNREADABLE_IMAGES,
-                                        SourceOptions)
+from imbalance_jax.data.sources import (EMPTY_CLASS_FOLDERS, STORAGE, UNREADABLE_IMAGES, DatasetError,
+                                        SourceOptions, check_storage)
 from imbalance_jax.data.pipeline import steps_per_epoch as count_steps
 from imbalance_jax.models.pretrained import recorded_normalization
 
@@ -156,18 +156,15 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     _one_of("config.data.sampler", data.sampler, SAMPLERS)
     _one_of("config.data.empty_class_folders", data.empty_class_folders, EMPTY_CLASS_FOLDERS)
     _one_of("config.data.unreadable_images", data.unreadable_images, UNREADABLE_IMAGES)
-    _one_of("config.data.storage", data.storage, STORAGE)
     _one_of("config.data.normalization", data.normalization, normalization.NORMALIZATIONS)
     if data.normalization == "imagenet" and int(data.channels) != 3 and data.name == "image_folder":
         raise ConfigError("config.data.normalization='imagenet' needs RGB images; config.data.channels="
                           f"{data.channels}: set config.data.channels=3 or config.data.normalization='dataset'")
-    if data.storage == "files" and data.name not in FILE_SOURCES:
-        raise ConfigError(f"config.data.storage='files' is not valid for config.data.name={data.name!r} (held in "
-                          f"memory); allowed: ['auto', 'memory'] (file-backed storage exists for {list(FILE_SOURCES)})")
-    if data.storage == "files" and data.name == "fashion_mnist" and data.dir:
-        raise ConfigError(f"config.data.storage='files' reads fashion_mnist through tfds, but config.data.dir="
-                          f"{data.dir!r} is set: IDX files are held in memory only; leave config.data.dir empty, or "
-                          "use config.data.storage='auto' or 'memory'")
+    _one_of("config.data.storage", data.storage, STORAGE)
+    try:
+        check_storage(data.name, data.storage, data.dir)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
     aug = data.augment
     for field, (low, high) in (("crop_scale", (0.0, 1.0)), ("crop_ratio", (0.0, float("inf")))):
         value = tuple(float(v) for v in aug[field])

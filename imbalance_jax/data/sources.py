@@ -229,18 +229,23 @@ def load_raw_dataset(options: "SourceOptions | ml_collections.ConfigDict") -> Ra
         options = SourceOptions.from_mapping(options)
     if options.name not in DATASETS:
         raise ValueError(f"config.data.name={options.name!r} is not a known dataset; allowed: {sorted(DATASETS)}")
-    check_storage(options.name, options.storage)
+    check_storage(options.name, options.storage, options.dir)
     return DATASETS[options.name](options)
 
 
-def check_storage(name: str, storage: str) -> None:
+def check_storage(name: str, storage: str, directory: str = "") -> None:
     """Raises DatasetError unless ``storage`` is one of STORAGE and allowed for source ``name`` (files:
-    FILE_SOURCES only)."""
+    FILE_SOURCES only; fashion_mnist only through tfds, i.e. without ``data.dir``, whose IDX files load into
+    memory)."""
     if storage not in STORAGE:
         raise DatasetError(f"config.data.storage={storage!r} is not valid; allowed: {list(STORAGE)}")
     if storage == "files" and name not in FILE_SOURCES:
         raise DatasetError(f"config.data.storage={storage!r} is not valid for config.data.name={name!r}; allowed: "
                            f"['auto', 'memory'] (file-backed storage exists for {list(FILE_SOURCES)})")
+    if storage == "files" and name == "fashion_mnist" and directory:
+        raise DatasetError(f"config.data.storage='files' reads fashion_mnist through tfds, but config.data.dir="
+                           f"{directory!r} is set: IDX files are held in memory only; leave config.data.dir empty, "
+                           "or use config.data.storage='auto' or 'memory'")
 
 
 def uses_files(name: str, storage: str, decoded_bytes: Optional[int] = None) -> bool:
@@ -321,11 +326,7 @@ def load_fashion_mnist(data_config: SourceOptions) -> RawDataset:
     error with ``data.dir`` set."""
     directory = data_config.dir
     files = "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte"
-    if data_config.storage == "files":
-        if directory:
-            raise DatasetError(f"config.data.storage='files' reads fashion_mnist through tfds, but config.data.dir="
-                               f"{directory!r} is set: IDX files are held in memory only; leave config.data.dir "
-                               "empty, or use config.data.storage='auto' or 'memory'")
+    if data_config.storage == "files":  # without data.dir (check_storage)
         return _load_tfds("fashion_mnist", data_config, class_names=FASHION_MNIST_CLASSES)
     if directory:
         if not os.path.isdir(directory):
