@@ -4,7 +4,8 @@ Data: ``--num-images`` random uint8 images of ``--size`` x ``--size`` x 3 (defau
 page written) as an ``ArraySplit``. One process per run: allocate the array, then one evaluation pass
 (``eval_batches``) and ``--train-batches`` training batches (``train_batches``, random sampler, flip) of batch
 ``--batch-size``. Reported: the RSS after the array is filled, the process's peak RSS (``ru_maxrss``) and the
-images/s of each pass. Run it at two commits to compare implementations of the in-memory gather.
+images/s of each pass. Run it at two commits to compare implementations of the in-memory gather
+(experiments/benchmarks/README.md §10).
 
 Usage (~1 min, ~2-3x the array in RAM at most):
   .venv/bin/python experiments/benchmarks/array_pipeline.py

@@ -12,10 +12,6 @@ dataset. Training images are either resized (shorter side) and centre-cropped or
 Inception-style crops of the decoded file; evaluation resizes and centre-crops (:mod:`imbalance_jax.data.decode`).
 A file that fails to decode stops the iterator with a DatasetError naming it. Random-resized crop also applies to
 in-memory images (a crop of the stored image, resized back to its size).
-
-In-memory splits (:class:`ArraySplit`): each example's image is read from the numpy array by ``tf.numpy_function``,
-never copied into a TensorFlow constant (a copy that doubled the memory and is capped at 2 GB in a graph); a split of
-any size that fits in RAM streams as it is.
 """
 
 from __future__ import annotations
@@ -76,22 +72,15 @@ def augment(image: tf.Tensor, seed: tf.Tensor, crop_padding: int, flip: bool) ->
 
 
 def _per_example_tensors(split: "ArraySplit | FileSplit", extras: Optional[Mapping[str, np.ndarray]]):
-    """The tensors gathered per example: the paths (file-backed), labels and extras. In-memory images are not
-    among them: :func:`_read_array_image` reads them from the numpy array itself."""
-    tensors = {"path": tf.constant(split.paths)} if isinstance(split, FileSplit) else {}
+    """The tensors gathered per example: the images (in memory) or the paths (file-backed), labels, extras."""
+    if isinstance(split, FileSplit):
+        tensors = {"path": tf.constant(split.paths)}
+    else:
+        tensors = {"image": tf.constant(split.images)}
     tensors["label"] = tf.constant(split.labels)
     for name, values in (extras or {}).items():
         tensors[name] = tf.constant(values)
     return tensors
-
-
-def _read_array_image(split: ArraySplit, index: tf.Tensor) -> tf.Tensor:
-    """Image ``index`` of an in-memory split, read from its numpy array by ``tf.numpy_function``: the array is
-    never copied into a TensorFlow constant (which would double the memory and cannot exceed 2 GB in a graph)."""
-    images = split.images
-    image = tf.numpy_function(lambda i: images[i], [index], tf.uint8, stateful=False)
-    image.set_shape(images.shape[1:])
-    return image
 
 
 def _gather(tensors, index, split: "ArraySplit | FileSplit", train: bool, options: PipelineOptions,
@@ -105,7 +94,7 @@ def _gather(tensors, index, split: "ArraySplit | FileSplit", train: bool, option
         if not rrc:
             image = decode.resize_centre_crop(image, split.image_size)
     else:
-        image = _read_array_image(split, index)
+        image = example["image"]
     if rrc:
         image = decode.random_resized_crop(image, split.image_shape[0], tf.random.experimental.stateless_fold_in(
             aug_seed, 7), options.crop_scale, options.crop_ratio)
