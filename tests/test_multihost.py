@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from imbalance_jax import parallel
+from tests.test_file_pipeline import long_tailed_folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 420  # both runs together; the loaded 2-core CI machine takes about a minute
@@ -82,14 +83,8 @@ def _assert_same_metrics(multi, single, path=""):
 
 
 def _image_folder(root) -> list[str]:
-    """4 classes of 40 random 12 x 12 RGB PNGs; the flags that train on them file-backed (two steps an epoch)."""
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for cls in range(4):
-        (root / f"class{cls}").mkdir(parents=True)
-        for i in range(40):
-            pixels = np.clip(rng.normal(60 * cls, 40, (12, 12, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / f"class{cls}" / f"{i}.png")
+    """4 classes of 40 12 x 12 RGB PNGs; the flags that train on them file-backed (two steps an epoch)."""
+    long_tailed_folder(root, size=12, counts={f"class{c}": 40 for c in range(4)})
     return ["--config.data.name=image_folder", f"--config.data.dir={root}", "--config.data.storage=files",
             "--config.data.image_size=12", "--config.data.val_per_class=2", "--config.data.imbalance.ratio=3.0"]
 
