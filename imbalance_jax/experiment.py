@@ -157,9 +157,11 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     _one_of("config.data.empty_class_folders", data.empty_class_folders, EMPTY_CLASS_FOLDERS)
     _one_of("config.data.unreadable_images", data.unreadable_images, UNREADABLE_IMAGES)
     _one_of("config.data.normalization", data.normalization, normalization.NORMALIZATIONS)
-    if data.normalization == "imagenet" and int(data.channels) != 3 and data.name == "image_folder":
-        raise ConfigError("config.data.normalization='imagenet' needs RGB images; config.data.channels="
-                          f"{data.channels}: set config.data.channels=3 or config.data.normalization='dataset'")
+    if data.name == "image_folder":  # the only source whose channels the config sets
+        try:
+            normalization.check_channels(data.normalization, int(data.channels))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     _one_of("config.data.storage", data.storage, STORAGE)
     try:
         check_storage(data.name, data.storage, data.dir)

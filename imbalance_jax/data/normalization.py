@@ -29,6 +29,14 @@ class Normalization:
     source: str  # "dataset" | "imagenet" | "pretrained file <path>"
 
 
+def check_channels(choice: str, channels: int) -> None:
+    """ValueError naming the field when ``config.data.normalization=choice`` cannot apply to images with
+    ``channels`` channels (ImageNet's statistics are RGB's)."""
+    if choice == "imagenet" and channels != 3:
+        raise ValueError(f"config.data.normalization='imagenet' needs RGB images (config.data.channels=3); the "
+                         f"images have {channels} channel(s): use 'dataset' or 'auto'")
+
+
 def resolve(choice: str, dataset_mean: np.ndarray, dataset_std: np.ndarray,
             recorded: Optional[np.ndarray] = None, pretrained_path: str = "") -> Normalization:
     """The normalisation of ``config.data.normalization=choice`` for images with ``len(dataset_mean)`` channels;
@@ -46,8 +54,6 @@ def resolve(choice: str, dataset_mean: np.ndarray, dataset_std: np.ndarray,
                              f"config.data.channels={len(mean)})")
         return Normalization(mean, std, f"pretrained file {pretrained_path}")
     if choice == "imagenet":
-        if channels != 3:
-            raise ValueError(f"config.data.normalization='imagenet' needs RGB images (config.data.channels=3); the "
-                             f"images have {channels} channel(s): use 'dataset' or 'auto'")
+        check_channels(choice, channels)
         return Normalization(IMAGENET_MEAN, IMAGENET_STD, "imagenet")
     return Normalization(np.asarray(dataset_mean, np.float32), np.asarray(dataset_std, np.float32), "dataset")
