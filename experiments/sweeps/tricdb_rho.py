@@ -1,10 +1,11 @@
-"""TriCDB-CE paper (Table 2/3) on Fashion-MNIST-LT at a converged budget: ρ ∈ {10, 50, 100}; plain CE, CDB-CE,
+"""TriCDB-CE paper (Table 2/3) on Fashion-MNIST-LT at a converged budget: ρ ∈ {10, 100}; plain CE, CDB-CE,
 TriCDB-CE (triplet on L2-normalised backbone embeddings, α = 0.2, λ = 1), LDAM-DRW (re-weighting over the last
 20 % of training, as 160 of 200 epochs in its reference code) and logit adjustment (τ = 1); 3 seeds.
 
 Budget: NUM_EPOCHS epochs with the base config's cosine schedule (Adam 1e-3, batch 128). With a constant learning rate,
 CE's validation balanced accuracy on ρ = 100 stops improving after about 10 epochs (experiments/RESULTS.md,
-"Budgets"); twice that with a decaying schedule is the converged budget used here.
+"Budgets"); twice that with a decaying schedule is the converged budget used here. The paper's ρ = 50 point is cut
+to fit the machine (experiments/RESULTS.md, "Budgets").
 """
 
 from experiments.sweeps import Sweep
@@ -19,7 +20,7 @@ SWEEP = Sweep(
              "LDAM-DRW": {**METHODS["LDAM-DRW"], "loss.class_weighting.start_epoch": int(0.8 * NUM_EPOCHS)}},
     seeds=(0, 1, 2),
     common_overrides={"num_epochs": NUM_EPOCHS},
-    grid={"data.imbalance.ratio": [100.0, 50.0, 10.0]},
+    grid={"data.imbalance.ratio": [100.0, 10.0]},
     comparisons=(("TriCDB-CE", "CDB-CE"), ("TriCDB-CE", "CE"), ("CDB-CE", "CE"), ("LDAM-DRW", "CE"),
                  ("Logit adjustment", "CE")),
     description="TriCDB-CE paper Tables 2-3: TriCDB-CE improves on CDB-CE and on plain CE at every imbalance ratio, "
