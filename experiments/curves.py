@@ -1,9 +1,12 @@
 """Per-epoch validation and test curves of a sweep's finished cells, read from their TensorBoard event files.
 
-    python -m experiments.curves <sweep> [--runs_dir=DIR] [--tag=val/balanced_accuracy] [--out=FILE.md]
+    python -m experiments.curves <sweep> [--runs_dir=DIR] [--tag=val/balanced_accuracy] [--method=NAME]
+                                        [--out=FILE.md]
 
 Prints (or writes) a Markdown table per cell: epoch, the tags' values, and the first epoch at which each tag is
-within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps' budgets were chosen. Event files are kept on the machine that ran the cell (they are not committed).
+within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps' budgets were chosen.
+Any logged scalar works as a tag, e.g. ``train/triplet/fraction_active``. Event files are kept on the machine that ran
+the cell (they are not committed).
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ def plateau_epoch(curve: dict[int, float], tolerance: float) -> Optional[int]:
     return min(epoch for epoch, value in curve.items() if value >= best - tolerance)
 
 
-def curves_table(sweep: sweeps.Sweep, runs_dir: pathlib.Path, tags: Sequence[str], tolerance: float) -> str:
+def curves_table(sweep: sweeps.Sweep, runs_dir: pathlib.Path, tags: Sequence[str], tolerance: float,
+                 methods: Sequence[str] = ()) -> str:
+    """The curves of the sweep's finished cells (of ``methods`` only, when given)."""
     lines = [f"## {sweep.name}: per-epoch curves", ""]
     for cell in sweep.cells():
         workdir = cell.workdir(runs_dir)
-        if sweeps.cell_status(cell, runs_dir) != "done":
+        if (methods and cell.method not in methods) or sweeps.cell_status(cell, runs_dir) != "done":
             continue
         scalars = read_scalars(workdir, tags)
         epochs = sorted(set().union(*(scalars[t] for t in tags)))
@@ -65,6 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("sweep")
     parser.add_argument("--runs_dir", default=str(sweeps.DEFAULT_RUNS_DIR))
     parser.add_argument("--tag", action="append", default=None, help=f"scalar tag(s); default {DEFAULT_TAGS}")
+    parser.add_argument("--method", action="append", default=None, help="only this method's cells (repeatable)")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
@@ -72,7 +78,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sweep = sweeps.load_sweep(args.sweep)
     except ValueError as e:
         parser.error(str(e))
-    text = curves_table(sweep, pathlib.Path(args.runs_dir), tuple(args.tag or DEFAULT_TAGS), args.tolerance)
+    unknown = sorted(set(args.method or ()) - set(sweep.methods))
+    if unknown:
+        parser.error(f"--method {', '.join(unknown)} is not a method of {sweep.name}; allowed: {', '.join(sweep.methods)}")
+    text = curves_table(sweep, pathlib.Path(args.runs_dir), tuple(args.tag or DEFAULT_TAGS), args.tolerance,
+                        tuple(args.method or ()))
     if args.out:
         pathlib.Path(args.out).write_text(text + "\n")
     else:

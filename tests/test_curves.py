@@ -1,0 +1,56 @@
+"""experiments/curves.py reads a finished cell's event files and prints its per-epoch curves and plateau epoch."""
+from __future__ import annotations
+
+import pytest
+
+from experiments import curves, sweeps
+
+TRIPLET_TAG = "train/triplet/fraction_active"
+
+
+def _finished_cell(cell: sweeps.Cell, runs, scalars: dict[str, list[float]]) -> None:
+    import tensorflow as tf
+
+    workdir = cell.workdir(runs)
+    workdir.mkdir(parents=True)
+    (workdir / sweeps.COMMAND_FILE).write_text(cell.command(workdir) + "\n")
+    (workdir / sweeps.METRICS_FILE).write_text("{}")
+    writer = tf.summary.create_file_writer(str(workdir / "tensorboard"))
+    with writer.as_default():
+        for tag, values in scalars.items():
+            for epoch, value in enumerate(values, start=1):
+                tf.summary.scalar(tag, value, step=epoch)
+    writer.close()
+
+
+def test_plateau_epoch_is_the_first_epoch_within_tolerance_of_the_best():
+    assert curves.plateau_epoch({1: 0.5, 2: 0.795, 3: 0.8, 4: 0.7}, tolerance=0.01) == 2
+    assert curves.plateau_epoch({1: 0.5, 2: 0.79, 3: 0.8}, tolerance=0.001) == 3
+    assert curves.plateau_epoch({}, tolerance=0.01) is None
+
+
+def test_curves_of_one_method_from_event_files(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sweep = sweeps.load_sweep("tricdb_rho")
+    cells = {c.method: c for c in sweep.cells() if c.grid_slug == "ratio=100.0" and c.seed == 0}
+    _finished_cell(cells["TriCDB-CE"], runs, {TRIPLET_TAG: [0.18, 0.07, 0.03], "val/balanced_accuracy": [0.7, 0.85, 0.86]})
+    _finished_cell(cells["CE"], runs, {"val/balanced_accuracy": [0.6, 0.8, 0.81]})
+
+    assert curves.main(["tricdb_rho", f"--runs_dir={runs}", f"--tag={TRIPLET_TAG}", "--tag=val/balanced_accuracy",
+                        "--method=TriCDB-CE"]) == 0
+    text = capsys.readouterr().out
+    assert "### TriCDB-CE (tricdb-ce/ratio=100.0/seed0)" in text and "### CE " not in text
+    assert "| 1 | 0.1800 | 0.7000 |" in text and "| 3 | 0.0300 | 0.8600 |" in text
+    assert "- val/balanced_accuracy: best 0.8600; first within 0.01 of it at epoch 2" in text
+
+    out = tmp_path / "curves.md"
+    assert curves.main(["tricdb_rho", f"--runs_dir={runs}", f"--out={out}"]) == 0
+    written = out.read_text()
+    assert "### TriCDB-CE" in written and "### CE (ce/ratio=100.0/seed0)" in written
+
+
+def test_unknown_method_names_the_allowed_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        curves.main(["tricdb_rho", f"--runs_dir={tmp_path}", "--method=Focal"])
+    err = capsys.readouterr().err
+    assert "--method Focal is not a method of tricdb_rho" in err and "TriCDB-CE" in err
