@@ -402,6 +402,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, command
             val = evaluate(exp, eval_fn, state, "val") if exp.splits.val is not None else None
             test = evaluate(exp, eval_fn, state, "test")
             writer.write(epoch + 1, {**outputs.scalars("train", train_metrics),
+                                     **_class_weight_scalars(exp, state),
                                      **(outputs.scalars("val", val.metrics) if val is not None else {}),
                                      **outputs.scalars("test", test.metrics)})
             new_weights = exp.weighting.weights(epoch + 1, None if val is None else val.class_accuracy)
@@ -448,6 +449,15 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, command
         extra["run_notes"] = meta["notes"]
     return evaluate_and_write(exp, eval_fn, state, workdir, meta=meta, start_time=start_time, command=command,
                               writer=writer, notes=_run_notes(config_changes, meta, watch.skipped), extra=extra)
+
+
+def _class_weight_scalars(exp: Experiment, state: TrainState) -> dict[str, float]:
+    """The per-class loss weights the epoch trained with, as ``train/class_weight/<class>`` (none when unweighted):
+    CDB's weights follow the validation accuracy and DRW's switch on, so they are part of the training curves."""
+    if exp.weighting.name == "none":
+        return {}
+    weights = np.asarray(state.class_weights.addressable_data(0), np.float64)  # replicated: any local copy
+    return {f"train/class_weight/{c}": float(w) for c, w in enumerate(weights)}
 
 
 def _run_notes(config_changes: list[dict], meta: Mapping[str, Any], skipped: int) -> list[str]:

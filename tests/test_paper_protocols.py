@@ -125,8 +125,17 @@ def test_tricdb_with_normalised_triplet_trains(tmp_path):
                                           "data.sampler": "random"})
     set_tricdb(config)
     assert config.loss.aux.triplet.normalize is True
+    assert config.loss.class_weighting.name == "cdb"
     metrics = train.train_and_evaluate(config, str(tmp_path))
     assert metrics["test"]["balanced_accuracy"] > 0.6
+    # The CDB weights each epoch trained with are logged: uniform in epoch 1, then from the validation accuracy,
+    # normalised to sum to the number of classes.
+    num_classes = len(metrics["test"]["per_class_recall"])
+    weights = np.array([_val_curve(tmp_path, f"train/class_weight/{c}") for c in range(num_classes)]).T
+    assert weights.shape == (3, num_classes)
+    np.testing.assert_allclose(weights[0], 1.0)
+    np.testing.assert_allclose(weights.sum(axis=1), num_classes, rtol=1e-5)
+    assert np.ptp(weights[1:]) > 0
 
 
 # -------------------------------------------------------------------------------------- CDB-CE regime
@@ -164,6 +173,7 @@ def test_best_validation_accuracy_checkpoint_is_evaluated(tmp_path):
     best = int(np.argmax(curve))  # first maximum: later ties are not improvements
     assert metrics["evaluated_epoch"] == best + 1
     assert metrics["val"]["accuracy"] == pytest.approx(curve[best])
+    assert _val_curve(tmp_path, "train/class_weight/0") == []  # unweighted runs log no class weights
 
 
 # -------------------------------------------------------------------------------- four-class ASLoss proxy
