@@ -2,16 +2,19 @@
 
     python -m experiments.curves <sweep> [--runs_dir=DIR] [--tag=val/balanced_accuracy] [--method=NAME]
                                         [--out=FILE.md]
+    python -m experiments.curves --workdir=RUN [--tag='train/class_weight/*'] [--out=FILE.md]
 
-Prints (or writes) a Markdown table per cell: epoch, the tags' values, and the first epoch at which each tag is
-within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps' budgets were chosen.
-Any logged scalar works as a tag, e.g. ``train/triplet/fraction_active``. Event files are kept on the machine that ran
+Prints (or writes) a Markdown table per cell (or for one run's workdir): epoch, the tags' values, and the first epoch
+at which each tag is within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps'
+budgets were chosen. Any logged scalar works as a tag (``train/triplet/fraction_active``), and a wildcard pattern
+stands for every tag it matches (``train/class_weight/*``: a weighted loss's per-class weights). Event files are kept on the machine that ran
 the cell (they are not committed).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import pathlib
 import sys
 from typing import Optional, Sequence
@@ -22,16 +25,24 @@ DEFAULT_TAGS = ("val/balanced_accuracy", "test/balanced_accuracy")
 
 
 def read_scalars(workdir: pathlib.Path, tags: Sequence[str]) -> dict[str, dict[int, float]]:
-    """``{tag: {step: value}}`` from ``workdir/tensorboard`` (the last value written for a step wins)."""
+    """``{tag: {step: value}}`` from ``workdir/tensorboard`` (the last value written for a step wins). A tag with
+    shell wildcards (``train/class_weight/*``) stands for every logged tag it matches, in the order first logged."""
     import tensorflow as tf
 
-    values: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+    values: dict[str, dict[int, float]] = {tag: {} for tag in tags if not _is_pattern(tag)}
+    patterns = [tag for tag in tags if _is_pattern(tag)]
     for path in sorted((workdir / "tensorboard").glob("events.*")):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
+                if value.tag not in values and any(fnmatch.fnmatchcase(value.tag, p) for p in patterns):
+                    values[value.tag] = {}
                 if value.tag in values:
                     values[value.tag][int(event.step)] = float(tf.make_ndarray(value.tensor))
     return values
+
+
+def _is_pattern(tag: str) -> bool:
+    return any(ch in tag for ch in "*?[")
 
 
 def plateau_epoch(curve: dict[int, float], tolerance: float) -> Optional[int]:
@@ -42,6 +53,22 @@ def plateau_epoch(curve: dict[int, float], tolerance: float) -> Optional[int]:
     return min(epoch for epoch, value in curve.items() if value >= best - tolerance)
 
 
+def run_curves(workdir: pathlib.Path, tags: Sequence[str], tolerance: float) -> list[str]:
+    """Markdown lines for one run: each tag's best value and plateau epoch, then the per-epoch table."""
+    scalars = read_scalars(workdir, tags)
+    names = list(scalars)
+    lines = []
+    for tag in names:
+        plateau = plateau_epoch(scalars[tag], tolerance)
+        best = max(scalars[tag].values()) if scalars[tag] else float("nan")
+        lines.append(f"- {tag}: best {best:.4f}; first within {tolerance} of it at epoch {plateau}")
+    lines += ["", "| epoch | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for epoch in sorted(set().union(*scalars.values())):
+        row = [f"{scalars[t][epoch]:.4f}" if epoch in scalars[t] else "" for t in names]
+        lines.append(f"| {epoch} | " + " | ".join(row) + " |")
+    return lines + [""]
+
+
 def curves_table(sweep: sweeps.Sweep, runs_dir: pathlib.Path, tags: Sequence[str], tolerance: float,
                  methods: Sequence[str] = ()) -> str:
     """The curves of the sweep's finished cells (of ``methods`` only, when given)."""
@@ -50,39 +77,40 @@ def curves_table(sweep: sweeps.Sweep, runs_dir: pathlib.Path, tags: Sequence[str
         workdir = cell.workdir(runs_dir)
         if (methods and cell.method not in methods) or sweeps.cell_status(cell, runs_dir) != "done":
             continue
-        scalars = read_scalars(workdir, tags)
-        epochs = sorted(set().union(*(scalars[t] for t in tags)))
         lines += [f"### {cell.method} ({cell.key})", "", f"`{cell.command(workdir)}`", ""]
-        for tag in tags:
-            plateau = plateau_epoch(scalars[tag], tolerance)
-            best = max(scalars[tag].values()) if scalars[tag] else float("nan")
-            lines.append(f"- {tag}: best {best:.4f}; first within {tolerance} of it at epoch {plateau}")
-        lines += ["", "| epoch | " + " | ".join(tags) + " |", "|---" * (len(tags) + 1) + "|"]
-        for epoch in epochs:
-            row = [f"{scalars[t][epoch]:.4f}" if epoch in scalars[t] else "" for t in tags]
-            lines.append(f"| {epoch} | " + " | ".join(row) + " |")
-        lines.append("")
+        lines += run_curves(workdir, tags, tolerance)
     return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.curves", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweep")
+    parser.add_argument("sweep", nargs="?", default="", help="a sweep's name (or give --workdir)")
+    parser.add_argument("--workdir", default="", help="one run's directory instead of a sweep")
     parser.add_argument("--runs_dir", default=str(sweeps.DEFAULT_RUNS_DIR))
-    parser.add_argument("--tag", action="append", default=None, help=f"scalar tag(s); default {DEFAULT_TAGS}")
+    parser.add_argument("--tag", action="append", default=None,
+                        help=f"scalar tag or wildcard pattern (repeatable); default {DEFAULT_TAGS}")
     parser.add_argument("--method", action="append", default=None, help="only this method's cells (repeatable)")
     parser.add_argument("--tolerance", type=float, default=0.01)
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
-    try:
-        sweep = sweeps.load_sweep(args.sweep)
-    except ValueError as e:
-        parser.error(str(e))
-    unknown = sorted(set(args.method or ()) - set(sweep.methods))
-    if unknown:
-        parser.error(f"--method {', '.join(unknown)} is not a method of {sweep.name}; allowed: {', '.join(sweep.methods)}")
-    text = curves_table(sweep, pathlib.Path(args.runs_dir), tuple(args.tag or DEFAULT_TAGS), args.tolerance,
-                        tuple(args.method or ()))
+    tags = tuple(args.tag or DEFAULT_TAGS)
+    if bool(args.sweep) == bool(args.workdir):
+        parser.error("give either a sweep's name or --workdir=DIR (one run), not both")
+    if args.workdir:
+        workdir = pathlib.Path(args.workdir)
+        if not (workdir / "tensorboard").is_dir():
+            parser.error(f"--workdir {workdir} has no tensorboard/ directory (is it a run's workdir?)")
+        text = "\n".join([f"## {workdir}: per-epoch curves", ""] + run_curves(workdir, tags, args.tolerance))
+    else:
+        try:
+            sweep = sweeps.load_sweep(args.sweep)
+        except ValueError as e:
+            parser.error(str(e))
+        unknown = sorted(set(args.method or ()) - set(sweep.methods))
+        if unknown:
+            parser.error(f"--method {', '.join(unknown)} is not a method of {sweep.name}; "
+                         f"allowed: {', '.join(sweep.methods)}")
+        text = curves_table(sweep, pathlib.Path(args.runs_dir), tags, args.tolerance, tuple(args.method or ()))
     if args.out:
         pathlib.Path(args.out).write_text(text + "\n")
     else:

@@ -54,3 +54,28 @@ def test_unknown_method_names_the_allowed_ones(tmp_path, capsys):
         curves.main(["tricdb_rho", f"--runs_dir={tmp_path}", "--method=Focal"])
     err = capsys.readouterr().err
     assert "--method Focal is not a method of tricdb_rho" in err and "TriCDB-CE" in err
+
+
+def test_one_workdir_with_a_wildcard_tag(tmp_path, capsys):
+    import tensorflow as tf
+
+    run = tmp_path / "run"
+    writer = tf.summary.create_file_writer(str(run / "tensorboard"))
+    with writer.as_default():
+        for epoch, weights in enumerate([(1.0, 1.0, 1.0), (0.0, 1.5, 1.5)], start=1):
+            for c, w in enumerate(weights):
+                tf.summary.scalar(f"train/class_weight/{c}", w, step=epoch)
+            tf.summary.scalar("train/accuracy", 0.5 + 0.1 * epoch, step=epoch)
+    writer.close()
+
+    assert curves.main([f"--workdir={run}", "--tag=train/class_weight/*"]) == 0
+    text = capsys.readouterr().out
+    header = "| epoch | train/class_weight/0 | train/class_weight/1 | train/class_weight/2 |"
+    assert header in text and "| 2 | 0.0000 | 1.5000 | 1.5000 |" in text and "train/accuracy" not in text
+
+    with pytest.raises(SystemExit):
+        curves.main(["tricdb_rho", f"--workdir={run}"])
+    assert "not both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        curves.main([f"--workdir={tmp_path / 'missing'}"])
+    assert "has no tensorboard/ directory" in capsys.readouterr().err
