@@ -285,8 +285,11 @@ def test_every_issue_sweep_exists_with_enough_seeds():
     for name in PAPER_SWEEPS:  # each paper on its own protocol, 3 seeds
         assert len(sweeps.load_sweep(name).seeds) == 3
     assert len(sweeps.load_sweep("asl_fourclass").methods) == 6
-    assert set(sweeps.load_sweep("tricdb_rho").methods) == {"CE", "CDB-CE", "TriCDB-CE", "LDAM-DRW",
-                                                            "Logit adjustment"}
+    tricdb = sweeps.load_sweep("tricdb_rho")
+    assert set(tricdb.methods) == {"CE", "CDB-CE", "TriCDB-CE", "LDAM-DRW", "Logit adjustment",
+                                   "CDB-CE (val 100)", "TriCDB-CE (val 100)"}
+    for cell in tricdb.cells():  # CDB's weights from 100 validation images per class only in the "(val 100)" rows
+        assert (("data.val_per_class", 100) in cell.overrides) == ("(val 100)" in cell.method), cell.key
     assert len(sweeps.load_sweep("silk_grid").rows()) == 8
 
 
