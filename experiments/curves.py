@@ -59,9 +59,12 @@ def run_curves(workdir: pathlib.Path, tags: Sequence[str], tolerance: float) -> 
     names = list(scalars)
     lines = []
     for tag in names:
-        plateau = plateau_epoch(scalars[tag], tolerance)
-        best = max(scalars[tag].values()) if scalars[tag] else float("nan")
-        lines.append(f"- {tag}: best {best:.4f}; first within {tolerance} of it at epoch {plateau}")
+        if not scalars[tag]:
+            lines.append(f"- {tag}: not logged by this run")
+            continue
+        best = max(scalars[tag].values())
+        lines.append(f"- {tag}: best {best:.4f}; first within {tolerance} of it at epoch "
+                     f"{plateau_epoch(scalars[tag], tolerance)}")
     lines += ["", "| epoch | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for epoch in sorted(set().union(*scalars.values())):
         row = [f"{scalars[t][epoch]:.4f}" if epoch in scalars[t] else "" for t in names]

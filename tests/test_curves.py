@@ -48,6 +48,9 @@ def test_curves_of_one_method_from_event_files(tmp_path, capsys):
     written = out.read_text()
     assert "### TriCDB-CE" in written and "### CE (ce/ratio=100.0/seed0)" in written
 
+    assert curves.main(["tricdb_rho", f"--runs_dir={runs}", f"--tag={TRIPLET_TAG}", "--method=CE"]) == 0
+    assert f"- {TRIPLET_TAG}: not logged by this run" in capsys.readouterr().out
+
 
 def test_unknown_method_names_the_allowed_ones(tmp_path, capsys):
     with pytest.raises(SystemExit):
