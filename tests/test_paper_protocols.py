@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 
+from experiments import curves
 from imbalance_jax import models, optim, train
 from imbalance_jax.data import eval_batches
 from imbalance_jax.models import affinity_head
@@ -152,14 +153,8 @@ def test_weight_decay_skips_the_excluded_parameters():
 
 
 def _val_curve(workdir: pathlib.Path, tag: str) -> list[float]:
-    import tensorflow as tf
-
-    values = {}
-    for path in sorted((workdir / "tensorboard").glob("events.*")):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
-            for value in event.summary.value:
-                if value.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    """The values of one logged scalar, by epoch (empty when the run did not log it)."""
+    values = curves.read_scalars(workdir, [tag])[tag]
     return [values[k] for k in sorted(values)]
 
 
