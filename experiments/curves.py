@@ -7,8 +7,8 @@
 Prints (or writes) a Markdown table per cell (or for one run's workdir): epoch, the tags' values, and the first epoch
 at which each tag is within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps'
 budgets were chosen. Any logged scalar works as a tag (``train/triplet/fraction_active``), and a wildcard pattern
-stands for every tag it matches (``train/class_weight/*``: a weighted loss's per-class weights). Event files are kept on the machine that ran
-the cell (they are not committed).
+stands for every tag it matches (``train/class_weight/*``: a weighted loss's per-class weights). Event files are kept
+on the machine that ran the cell (they are not committed).
 """
 
 from __future__ import annotations
