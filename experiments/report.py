@@ -111,17 +111,17 @@ _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 
 PAIRED_METRICS = (("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"), ("minority_f1", "Minority F1"))
 
 
-def paired_difference(values: Sequence[float]) -> str:
-    """``"+1.23 [-0.40, +2.86] (n=3)"``: mean of by-seed differences (fractions, shown in points) with the 95 %
-    Student-t interval; one difference has no interval."""
-    diffs = [100.0 * v for v in values]
+def paired_difference(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"+1.23 [-0.40, +2.86] (n=3)"``: mean of by-seed differences (times ``scale``: fractions shown in points
+    by default) with the 95 % Student-t interval; one difference has no interval."""
+    diffs = [scale * v for v in values]
     if not diffs:
         return "—"
     mean, std = mean_std(diffs)
     if std is None:
-        return f"{mean:+.2f} (n=1)"
+        return f"{mean:+.{digits}f} (n=1)"
     half = _T975[len(diffs) - 1] * std / math.sqrt(len(diffs))
-    return f"{mean:+.2f} [{mean - half:+.2f}, {mean + half:+.2f}] (n={len(diffs)})"
+    return f"{mean:+.{digits}f} [{mean - half:+.{digits}f}, {mean + half:+.{digits}f}] (n={len(diffs)})"
 
 
 def _paired(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]:

@@ -1,0 +1,76 @@
+"""experiments/embedding_geometry.py: class compactness/separation of the finished cells' saved embeddings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from experiments import embedding_geometry, sweeps
+
+
+def _clusters(spread: float, seed: int = 0, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Four classes around the corners of a square of side 10, Gaussian with std ``spread``."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]])
+    labels = np.repeat(np.arange(4), n)
+    return centres[labels] + spread * rng.standard_normal((4 * n, 2)), labels
+
+
+def _davies_bouldin_loop(embedding: np.ndarray, labels: np.ndarray) -> float:
+    """Davies & Bouldin (1979) written out: mean over classes of max_j (s_i + s_j) / d(c_i, c_j)."""
+    classes = np.unique(labels)
+    centres = [embedding[labels == c].mean(0) for c in classes]
+    spreads = [np.linalg.norm(embedding[labels == c] - centres[i], axis=1).mean() for i, c in enumerate(classes)]
+    worst = [max((spreads[i] + spreads[j]) / np.linalg.norm(centres[i] - centres[j])
+                 for j in range(len(classes)) if j != i) for i in range(len(classes))]
+    return float(np.mean(worst))
+
+
+def test_tight_clusters_score_better_than_overlapping_ones_whatever_the_scale():
+    tight, overlapping = embedding_geometry.geometry(*_clusters(1.0)), embedding_geometry.geometry(*_clusters(6.0))
+    assert tight["silhouette"] > 0.6 > overlapping["silhouette"]
+    assert tight["davies_bouldin"] < 0.5 < overlapping["davies_bouldin"]
+    embedding, labels = _clusters(2.0)
+    np.testing.assert_allclose(embedding_geometry.geometry(embedding, labels)["davies_bouldin"],
+                               _davies_bouldin_loop(embedding, labels), rtol=1e-9)
+    scaled = embedding_geometry.geometry(1000.0 * embedding, labels)
+    for key, value in embedding_geometry.geometry(embedding, labels).items():
+        np.testing.assert_allclose(scaled[key], value, rtol=1e-9)
+
+
+def test_one_class_is_refused_with_the_shapes():
+    with pytest.raises(ValueError, match=r"at least two classes"):
+        embedding_geometry.geometry(np.zeros((5, 2)), np.zeros(5, int))
+
+
+def _finished_cell(cell: sweeps.Cell, runs, spread: float) -> None:
+    workdir = cell.workdir(runs)
+    workdir.mkdir(parents=True)
+    (workdir / sweeps.COMMAND_FILE).write_text(cell.command(workdir) + "\n")
+    (workdir / sweeps.METRICS_FILE).write_text("{}")
+    embedding, labels = _clusters(spread, seed=cell.seed)
+    np.savez_compressed(workdir / "embedding_test.npz", embedding=embedding.astype(np.float32), labels=labels,
+                        layer="head")
+
+
+def test_table_and_paired_differences_of_a_sweep(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    sweep = sweeps.load_sweep("asl_fourclass")
+    for cell in sweep.cells():
+        if cell.method == "CE (2-D head)":
+            _finished_cell(cell, runs, spread=4.0)
+        elif cell.method == "ASLoss (L2)" and cell.seed < 2:
+            _finished_cell(cell, runs, spread=1.5)
+    out = tmp_path / "geometry.md"
+    assert embedding_geometry.main(["asl_fourclass", f"--runs_dir={runs}", f"--out={out}"]) == 0
+    text = out.read_text()
+    lines = {line.split(" | ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    assert "| 3 | " in lines["| CE (2-D head)"] and "| 2 | " in lines["| ASLoss (L2)"]
+    assert "| 0 | — | — |" in lines["| ASLoss (L1)"]
+    paired = lines["| ASLoss (L2) − CE (2-D head)"]
+    assert paired.count("(n=2)") == 2
+    silhouette_diff = float(paired.split(" | ")[1].split()[0])
+    assert silhouette_diff > 0.2
+
+    with pytest.raises(SystemExit):
+        embedding_geometry.main(["asl_fourclass", f"--runs_dir={tmp_path / 'empty'}"])
+    assert "no finished cell" in capsys.readouterr().err
