@@ -1,8 +1,8 @@
 """The train state, the jitted train and eval steps and the epoch loop.
 
-``train_and_evaluate(config, workdir)`` locks the workdir, builds the run with
-:func:`imbalance_jax.experiment.build_experiment`, checks the config against the one the workdir's checkpoints
-were trained with (:mod:`imbalance_jax.workdir`), trains (resuming from the newest readable checkpoint,
+``train_and_evaluate(config, workdir)`` locks the workdir, checks the config against the one the workdir's
+checkpoints were trained with (:mod:`imbalance_jax.workdir`), builds the run with
+:func:`imbalance_jax.experiment.build_experiment`, trains (resuming from the newest readable checkpoint,
 :mod:`imbalance_jax.checkpoints`), evaluates and hands the results to :mod:`imbalance_jax.evaluation.outputs`.
 Parallelism: one ``jax.jit`` over the ``('data',)`` mesh of :mod:`imbalance_jax.parallel`, state replicated,
 batch sharded.
@@ -306,11 +306,12 @@ def interrupted_message(workdir: str) -> str:
             f"(checkpoint {os.path.join(workdir, 'checkpoints', str(step))})")
 
 
-def _check_config_against_workdir(config: ml_collections.ConfigDict, exp: Experiment, workdir: str,
+def _check_config_against_workdir(config: ml_collections.ConfigDict, workdir: str,
                                   manager) -> tuple[list[dict], Optional[dict]]:
     """The workdir guard: compares ``config`` with the config the workdir's checkpoints were trained with
     (WorkdirError when a field that changes the computation differs, unless config.allow_config_change).
-    Returns the run's accepted config changes (this one included) and the one accepted now (or None)."""
+    Runs before the data is loaded, so a wrong workdir is refused at once. Returns the run's accepted config
+    changes (this one included) and the one accepted now (or None)."""
     steps = manager.all_steps()
     if not steps:
         return [], None  # nothing trained yet: the run starts over under this config
@@ -322,7 +323,7 @@ def _check_config_against_workdir(config: ml_collections.ConfigDict, exp: Experi
         return [], None
     changes = experiment.computation_changes(experiment.flatten_config(record.config), config, trained)
     accepted = workdir_rules.accept_changes(workdir, changes, trained_epochs=trained,
-                                            allow=exp.options.allow_config_change, source=record.source)
+                                            allow=bool(config.allow_config_change), source=record.source)
     return record.changes + ([accepted] if accepted else []), accepted
 
 
@@ -350,11 +351,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, comma
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, command: Optional[str],
                         stop_after_epoch: Optional[int], start_time: float) -> dict:
+    manager = checkpoint_manager(workdir, int(config.checkpoint.max_to_keep))
+    config_changes, accepted = _check_config_against_workdir(config, workdir, manager)
     exp = build_experiment(config)
     opts = exp.options
-    manager = checkpoint_manager(workdir, opts.max_to_keep)
     best_manager = checkpoint_manager(workdir, 1, "best_checkpoint")
-    config_changes, accepted = _check_config_against_workdir(config, exp, workdir, manager)
     state = initial_state(exp)
     meta = {**_INITIAL_META, "notes": []}
     restored = restore_latest(manager, state, workdir)

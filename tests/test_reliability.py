@@ -74,6 +74,15 @@ def test_rerun_with_another_loss_is_refused_and_writes_nothing(run_copy):
     assert not (run_copy / workdir.LOCK_FILE).exists()
 
 
+def test_workdir_guard_refuses_before_the_data_is_loaded(run_copy, monkeypatch):
+    def load_data(*args, **kwargs):
+        raise AssertionError("the data was loaded before the workdir guard refused the run")
+
+    monkeypatch.setattr(experiment, "splits_from_config", load_data)
+    with pytest.raises(WorkdirError, match=r'loss.name "ce" -> "focal"'):
+        train.train_and_evaluate(tiny_config(num_epochs=2, **{"loss.name": "focal"}), str(run_copy))
+
+
 def test_rerun_with_another_learning_rate_and_more_epochs_is_refused(run_copy):
     before = _snapshot(run_copy)
     config = tiny_config(num_epochs=3, **{"optimizer.learning_rate": 0.01})
