@@ -135,14 +135,19 @@ def _check_batch_divisible(field: str, batch_size: int, num_devices: int, proces
         raise ConfigError(f"{field}={batch_size} is not divisible by the number of processes ({process_count})")
 
 
-def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
-    """Every check of single field values that needs neither data nor a model."""
+def check_required_fields(config: ml_collections.ConfigDict) -> None:
+    """ConfigError naming the top-level fields of :data:`REQUIRED_FIELDS` that ``config`` lacks."""
     missing = [f for f in REQUIRED_FIELDS if f not in config]
     if missing:
         raise ConfigError(f"config is missing required top-level field(s) {missing}")
-    _positive_int("config.num_epochs", config.num_epochs)
     if not isinstance(config.allow_config_change, bool):
         raise ConfigError(f"config.allow_config_change={config.allow_config_change!r} must be True or False")
+
+
+def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_count: int = 1) -> None:
+    """Every check of single field values that needs neither data nor a model."""
+    check_required_fields(config)
+    _positive_int("config.num_epochs", config.num_epochs)
     _one_of("config.nan_policy", config.nan_policy, NAN_POLICIES)
     _positive_int("config.nan_max_consecutive_skips", config.nan_max_consecutive_skips)
     _check_batch_divisible("config.batch_size", config.batch_size, num_devices, process_count)

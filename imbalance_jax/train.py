@@ -323,7 +323,7 @@ def _check_config_against_workdir(config: ml_collections.ConfigDict, workdir: st
         return [], None
     changes = experiment.computation_changes(experiment.flatten_config(record.config), config, trained)
     accepted = workdir_rules.accept_changes(workdir, changes, trained_epochs=trained,
-                                            allow=bool(config.allow_config_change), source=record.source)
+                                            allow=config.allow_config_change, source=record.source)
     return record.changes + ([accepted] if accepted else []), accepted
 
 
@@ -351,6 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, comma
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, command: Optional[str],
                         stop_after_epoch: Optional[int], start_time: float) -> dict:
+    experiment.check_required_fields(config)  # what the workdir guard reads, before it reads it
     manager = checkpoint_manager(workdir, int(config.checkpoint.max_to_keep))
     config_changes, accepted = _check_config_against_workdir(config, workdir, manager)
     exp = build_experiment(config)

@@ -30,6 +30,7 @@ import pytest
 
 from imbalance_jax import checkpoints, experiment, train, workdir
 from imbalance_jax.errors import CheckpointError, DivergedError, Interrupted, WorkdirError
+from imbalance_jax.experiment import ConfigError
 from imbalance_jax.evaluation import outputs
 from test_train import REPO, tiny_config
 
@@ -81,6 +82,13 @@ def test_workdir_guard_refuses_before_the_data_is_loaded(run_copy, monkeypatch):
     monkeypatch.setattr(experiment, "splits_from_config", load_data)
     with pytest.raises(WorkdirError, match=r'loss.name "ce" -> "focal"'):
         train.train_and_evaluate(tiny_config(num_epochs=2, **{"loss.name": "focal"}), str(run_copy))
+
+
+def test_a_config_without_a_required_field_is_refused_before_the_workdir_guard_reads_it(run_copy):
+    config = tiny_config(num_epochs=2)
+    del config["checkpoint"]
+    with pytest.raises(ConfigError, match=r"missing required top-level field\(s\) \['checkpoint'\]"):
+        train.train_and_evaluate(config, str(run_copy))
 
 
 def test_rerun_with_another_learning_rate_and_more_epochs_is_refused(run_copy):
