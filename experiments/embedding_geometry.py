@@ -55,13 +55,6 @@ def collect(sweep: sweeps.Sweep, runs_dir: pathlib.Path, split: str) -> dict[tup
     return out
 
 
-def _mean_std(values: Sequence[float]) -> str:
-    if not values:
-        return "—"
-    mean, std = report.mean_std(values)
-    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
-
-
 def render(sweep: sweeps.Sweep, measured: dict[tuple, dict[str, float]], split: str) -> str:
     """The per-row table and the paired differences, as Markdown."""
     axes = [axis.name for axis in sweep.axes()]
@@ -73,20 +66,11 @@ def render(sweep: sweeps.Sweep, measured: dict[tuple, dict[str, float]], split: 
         method, grid = row
         runs = [measured[(method, slugs[row], s)] for s in sweep.seeds if (method, slugs[row], s) in measured]
         lines.append("| " + " | ".join([method, *(label for _, label in grid), str(len(runs)),
-                                        *(_mean_std([r[k] for r in runs]) for k, _ in MEASURES)]) + " |")
+                                        *(report.format_mean_std([r[k] for r in runs], digits=3)
+                                          for k, _ in MEASURES)]) + " |")
     lines += ["", "Paired by seed (method − baseline; 95 % interval):", "",
-              "| Method − baseline | " + "".join(f"{a} | " for a in axes) + " | ".join(t for _, t in MEASURES) + " |",
-              "|" + "---|" * (len(axes) + 1 + len(MEASURES))]
-    for method, baseline in sweep.comparisons:
-        for row in sweep.rows():
-            if row[0] != method:
-                continue
-            pairs = [(measured[(method, slugs[row], s)], measured[(baseline, slugs[row], s)]) for s in sweep.seeds
-                     if (method, slugs[row], s) in measured and (baseline, slugs[row], s) in measured]
-            diffs = [report.paired_difference([m[k] - b[k] for m, b in pairs], scale=1.0, digits=3)
-                     for k, _ in MEASURES]
-            lines.append("| " + " | ".join([f"{method} − {baseline}", *(label for _, label in row[1]), *diffs])
-                         + " |")
+              *report.paired_table(sweep, measured, MEASURES,
+                                   lambda diffs: report.paired_difference(diffs, scale=1.0, digits=3))]
     return "\n".join(lines) + "\n"
 
 

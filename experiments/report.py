@@ -22,7 +22,7 @@ import math
 import os
 import pathlib
 import sys
-from typing import Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 from experiments import sweeps
 from experiments.sweeps import Cell, Sweep
@@ -79,12 +79,17 @@ def mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def format_percent(values: Sequence[float]) -> str:
-    """``"71.23 ± 0.45"`` for fractions in [0, 1] shown in %; one value has no ± part; none is ``—``."""
+def format_mean_std(values: Sequence[float], scale: float = 1.0, digits: int = 2) -> str:
+    """``"71.23 ± 0.45"``: mean ± sample std of ``values`` times ``scale``; one value has no ± part; none is ``—``."""
     if not values:
         return "—"
-    mean, std = mean_std([100.0 * v for v in values])
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    mean, std = mean_std([scale * v for v in values])
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def format_percent(values: Sequence[float]) -> str:
+    """``"71.23 ± 0.45"`` for fractions in [0, 1] shown in %; one value has no ± part; none is ``—``."""
+    return format_mean_std(values, scale=100.0)
 
 
 def _table(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]:
@@ -124,12 +129,14 @@ def paired_difference(values: Sequence[float], scale: float = 100.0, digits: int
     return f"{mean:+.{digits}f} [{mean - half:+.{digits}f}, {mean + half:+.{digits}f}] (n={len(diffs)})"
 
 
-def _paired(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]:
-    """Method − baseline per grid point, paired by seed, for the sweep's ``comparisons``."""
-    by_cell = {(r.cell.method, r.cell.grid_slug, r.cell.seed): r.metrics.get(split, {})
-               for r in results if r.status == "done"}
+def paired_table(sweep: Sweep, by_cell: Mapping[tuple[str, str, int], Mapping[str, Optional[float]]],
+                 measures: Sequence[tuple[str, str]],
+                 format_diffs: Callable[[Sequence[float]], str] = paired_difference) -> list[str]:
+    """Markdown rows of method − baseline per grid point, paired by seed, for the sweep's ``comparisons``:
+    ``by_cell[(method, grid_slug, seed)][key]`` holds a finished cell's value of each ``(key, title)`` measure
+    (None or absent: not measured); ``format_diffs`` formats one measure's by-seed differences."""
     axes = [axis.name for axis in sweep.axes()]
-    header = ["Method − baseline", *axes, *(title for _, title in PAIRED_METRICS)]
+    header = ["Method − baseline", *axes, *(title for _, title in measures)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, baseline in sweep.comparisons:
         for (row_method, grid) in sweep.rows():
@@ -137,12 +144,18 @@ def _paired(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str
                 continue
             slug = next(c.grid_slug for c in sweep.cells() if c.row == (row_method, grid))
             seeds = [s for s in sweep.seeds if (method, slug, s) in by_cell and (baseline, slug, s) in by_cell]
-            values = [paired_difference([by_cell[(method, slug, s)][key] - by_cell[(baseline, slug, s)][key]
-                                         for s in seeds if by_cell[(method, slug, s)].get(key) is not None
-                                         and by_cell[(baseline, slug, s)].get(key) is not None])
-                      for key, _ in PAIRED_METRICS]
+            values = [format_diffs([by_cell[(method, slug, s)][key] - by_cell[(baseline, slug, s)][key]
+                                    for s in seeds if by_cell[(method, slug, s)].get(key) is not None
+                                    and by_cell[(baseline, slug, s)].get(key) is not None])
+                      for key, _ in measures]
             lines.append("| " + " | ".join([f"{method} − {baseline}", *(label for _, label in grid), *values]) + " |")
     return lines
+
+
+def _paired(sweep: Sweep, results: Sequence[CellResult], split: str) -> list[str]:
+    """Method − baseline of the ``PAIRED_METRICS`` of ``split``, per grid point, paired by seed."""
+    return paired_table(sweep, {(r.cell.method, r.cell.grid_slug, r.cell.seed): r.metrics.get(split, {})
+                                for r in results if r.status == "done"}, PAIRED_METRICS)
 
 
 def _posthoc(results: Sequence[CellResult], split: str) -> list[str]:

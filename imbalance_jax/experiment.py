@@ -136,7 +136,8 @@ def _check_batch_divisible(field: str, batch_size: int, num_devices: int, proces
 
 
 def check_required_fields(config: ml_collections.ConfigDict) -> None:
-    """ConfigError naming the top-level fields of :data:`REQUIRED_FIELDS` that ``config`` lacks."""
+    """ConfigError naming the top-level fields of :data:`REQUIRED_FIELDS` that ``config`` lacks, or a
+    ``config.allow_config_change`` that is not a bool: what the workdir guard reads before the run is built."""
     missing = [f for f in REQUIRED_FIELDS if f not in config]
     if missing:
         raise ConfigError(f"config is missing required top-level field(s) {missing}")
