@@ -6,7 +6,7 @@
 One row per method (× grid point); columns accuracy, balanced accuracy, macro F1, minority-class F1 and
 many/medium/few-shot accuracy of ``metrics.json[split]``, each as mean ± sample std (ddof = 1) over the
 finished seeds, in %; an ``n`` column appears when some row has fewer finished seeds than the sweep asks for.
-A "Training data" section gives the imbalance ratio IR and balance deviation BD (silk paper Eqs. 6-7) of the
+A "Per class" section gives each row's mean recall and number of predictions per class. A "Training data" section gives the imbalance ratio IR and balance deviation BD (silk paper Eqs. 6-7) of the
 finished cells' training sets, one line per distinct value. The sweep's blocks in experiments/RESULTS.md
 (``<!-- table:<sweep> -->`` and ``<!-- paired:<sweep> -->``) are rewritten from the same cells. Cells that are not finished are listed with their state
 (not run, interrupted, failed, stale); the appendix gives every finished cell's command and wall time.
@@ -28,6 +28,7 @@ from experiments import sweeps
 from experiments.sweeps import Cell, Sweep
 
 PathLike = Union[str, os.PathLike]
+CLASS_COUNTS_FILE = "class_counts.json"
 
 METRICS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
            ("minority_f1", "Minority F1"), ("many_shot_accuracy", "Many-shot acc."),
@@ -183,6 +184,43 @@ def _posthoc(results: Sequence[CellResult], split: str) -> list[str]:
     return lines
 
 
+def _per_class(results: Sequence[CellResult], split: str) -> list[str]:
+    """Per row (method × grid point): mean over the finished seeds of each class's recall (in %) and of how many
+    ``split`` images are predicted as it (confusion-matrix column sums), under a line of the grid point's training
+    images per class (``class_counts.json`` of its first finished cell)."""
+    rows: dict = {}
+    train_counts: dict = {}
+    names: Optional[list] = None
+    for r in results:
+        metrics = (r.metrics or {}).get(split, {}) if r.status == "done" else {}
+        if metrics.get("per_class_recall") is None or metrics.get("confusion") is None:
+            continue
+        entry = rows.setdefault((r.cell.method, r.cell.grid_slug), {"recall": [], "predicted": []})
+        entry["recall"].append(metrics["per_class_recall"])
+        entry["predicted"].append([sum(column) for column in zip(*metrics["confusion"])])
+        counts = json.loads(_read(r.workdir / CLASS_COUNTS_FILE) or "{}")
+        if "train" in counts:
+            train_counts.setdefault(r.cell.grid_slug, counts["train"])
+            names = names or counts.get("class_names")
+    if not rows:
+        return []
+    num_classes = len(next(iter(rows.values()))["recall"][0])
+    names = names if names and len(names) == num_classes else [str(c) for c in range(num_classes)]
+    lines = ["| Method | grid | seeds | " + " | ".join(names) + " |", "|" + "---|" * (num_classes + 3)]
+    for slug in dict.fromkeys(slug for _, slug in rows):
+        if slug in train_counts:
+            lines.append(f"| training images | {slug} | | " + " | ".join(map(str, train_counts[slug])) + " |")
+        for (method, row_slug), entry in rows.items():
+            if row_slug != slug:
+                continue
+            for key, scale, digits in (("recall", 100.0, 1), ("predicted", 1.0, 0)):
+                means = [sum(v[c] for v in entry[key]) / len(entry[key]) for c in range(num_classes)]
+                label = "recall %" if key == "recall" else "predicted"
+                lines.append(f"| {method}: {label} | {slug} | {len(entry[key])} | "
+                             + " | ".join(f"{scale * m:.{digits}f}" for m in means) + " |")
+    return lines
+
+
 def _training_data(results: Sequence[CellResult]) -> list[str]:
     """One line per distinct (IR, BD, minority classes) of the finished cells' ``metrics.json["imbalance"]``,
     naming the grid points (and, where a grid point's seeds differ, the cells) that have it."""
@@ -249,6 +287,11 @@ def render(sweep: Sweep, results: Sequence[CellResult], split: str = "test", swe
         lines += ["", "## Post-hoc corrections", "", f"`{split}` balanced accuracy of each finished cell before and "
                   "after the correction whose strength was chosen on the validation split (logit adjustment: τ; "
                   "TDE: α); no retraining.", "", *posthoc]
+    per_class = _per_class(results, split)
+    if per_class:
+        lines += ["", "## Per class", "", f"Mean over the finished seeds of each class's `{split}` recall (in %) and of "
+                  f"the number of `{split}` images predicted as that class, under each grid point's training images "
+                  "per class.", "", *per_class]
     lines += ["", "## Training data", "", "Imbalance of the training split (IR = largest / smallest class count, "
               "BD = balance deviation; silk paper Eqs. 6-7), from each cell's `metrics.json`:", "",
               *_training_data(results)]

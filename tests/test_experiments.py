@@ -211,6 +211,24 @@ def test_report_training_data_groups_cells_by_imbalance(tmp_path):
     assert "No finished cell recorded" in report.render(sweep, report.collect(sweep, tmp_path / "none"))
 
 
+def test_report_per_class_recall_and_predictions(tmp_path):
+    sweep = Sweep(name="pc", base_config="configs/default.py", methods={"A": {}}, seeds=(0, 1),
+                  grid={"data.imbalance.ratio": [10.0]})
+    for cell, confusion in zip(sweep.cells(), ([[8, 2, 0], [1, 9, 0], [0, 5, 5]], [[6, 4, 0], [0, 10, 0], [0, 3, 7]])):
+        _fake_cell(cell, tmp_path, accuracy=0.5)
+        metrics = json.loads((cell.workdir(tmp_path) / "metrics.json").read_text())
+        metrics["test"].update(per_class_recall=[row[i] / sum(row) for i, row in enumerate(confusion)],
+                               confusion=confusion)
+        (cell.workdir(tmp_path) / "metrics.json").write_text(json.dumps(metrics))
+        (cell.workdir(tmp_path) / "class_counts.json").write_text(
+            json.dumps({"train": [100, 50, 10], "class_names": ["cat", "dog", "owl"]}))
+    text = report.render(sweep, report.collect(sweep, tmp_path))
+    assert "| Method | grid | seeds | cat | dog | owl |" in text
+    assert "| training images | ratio=10.0 | | 100 | 50 | 10 |" in text
+    assert "| A: recall % | ratio=10.0 | 2 | 70.0 | 95.0 | 60.0 |" in text
+    assert "| A: predicted | ratio=10.0 | 2 | 8 | 16 | 6 |" in text
+
+
 def test_runner_refuses_a_stale_cell(tmp_path, capsys):
     sweep = Sweep(name="stale", base_config="configs/default.py", methods={"A": {}}, seeds=(0,))
     _fake_cell(sweep.cells()[0], tmp_path, accuracy=0.5, command="python -m imbalance_jax.main --config=old.py")
