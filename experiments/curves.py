@@ -6,7 +6,7 @@
 
 Prints (or writes) a Markdown table per cell (or for one run's workdir): epoch, the tags' values, and the first epoch
 at which each tag is within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps'
-budgets were chosen. Any logged scalar works as a tag (``train/triplet/fraction_active``), and a wildcard pattern
+budgets were chosen. The best value is the largest, or the smallest for a loss or an error (``lower_is_better``). Any logged scalar works as a tag (``train/triplet/fraction_active``), and a wildcard pattern
 stands for every tag it matches (``train/class_weight/*``: a weighted loss's per-class weights). Event files are kept
 on the machine that ran the cell (they are not committed).
 """
@@ -45,12 +45,25 @@ def _is_pattern(tag: str) -> bool:
     return any(ch in tag for ch in "*?[")
 
 
-def plateau_epoch(curve: dict[int, float], tolerance: float) -> Optional[int]:
-    """The first epoch whose value is within ``tolerance`` of the best value of the whole run (None if empty)."""
+def lower_is_better(tag: str) -> bool:
+    """Whether a tag's best value is its smallest: losses and errors (``val/loss``, ``train/loss_ce``,
+    ``test/expected_calibration_error``)."""
+    name = tag.rsplit("/", 1)[-1]
+    return "loss" in name or "error" in name
+
+
+def best_value(curve: dict[int, float], minimize: bool = False) -> float:
+    """The curve's largest value, or its smallest when ``minimize``."""
+    return min(curve.values()) if minimize else max(curve.values())
+
+
+def plateau_epoch(curve: dict[int, float], tolerance: float, minimize: bool = False) -> Optional[int]:
+    """The first epoch whose value is within ``tolerance`` of the best value of the whole run (the largest, or the
+    smallest when ``minimize``); None if empty."""
     if not curve:
         return None
-    best = max(curve.values())
-    return min(epoch for epoch, value in curve.items() if value >= best - tolerance)
+    best = best_value(curve, minimize)
+    return min(epoch for epoch, value in curve.items() if abs(value - best) <= tolerance)
 
 
 def run_curves(workdir: pathlib.Path, tags: Sequence[str], tolerance: float) -> list[str]:
@@ -62,9 +75,10 @@ def run_curves(workdir: pathlib.Path, tags: Sequence[str], tolerance: float) -> 
         if not scalars[tag]:
             lines.append(f"- {tag}: not logged by this run")
             continue
-        best = max(scalars[tag].values())
-        lines.append(f"- {tag}: best {best:.4f}; first within {tolerance} of it at epoch "
-                     f"{plateau_epoch(scalars[tag], tolerance)}")
+        minimize = lower_is_better(tag)
+        lines.append(f"- {tag}: best{' (lowest)' if minimize else ''} "
+                     f"{best_value(scalars[tag], minimize):.4f}; first within {tolerance} of it at epoch "
+                     f"{plateau_epoch(scalars[tag], tolerance, minimize)}")
     lines += ["", "| epoch | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for epoch in sorted(set().union(*scalars.values())):
         row = [f"{scalars[t][epoch]:.4f}" if epoch in scalars[t] else "" for t in names]

@@ -27,6 +27,16 @@ def test_plateau_epoch_is_the_first_epoch_within_tolerance_of_the_best():
     assert curves.plateau_epoch({1: 0.5, 2: 0.795, 3: 0.8, 4: 0.7}, tolerance=0.01) == 2
     assert curves.plateau_epoch({1: 0.5, 2: 0.79, 3: 0.8}, tolerance=0.001) == 3
     assert curves.plateau_epoch({}, tolerance=0.01) is None
+    loss = {1: 2.0, 2: 1.205, 3: 1.2, 4: 1.6}
+    assert curves.plateau_epoch(loss, tolerance=0.01, minimize=True) == 2
+    assert curves.best_value(loss, minimize=True) == 1.2 and curves.best_value(loss) == 2.0
+
+
+@pytest.mark.parametrize("tag, lower", [("val/loss", True), ("train/loss_ce", True),
+                                        ("test/expected_calibration_error", True), ("val/balanced_accuracy", False),
+                                        ("train/triplet/fraction_active", False)])
+def test_losses_and_errors_are_lower_is_better(tag, lower):
+    assert curves.lower_is_better(tag) is lower
 
 
 def test_curves_of_one_method_from_event_files(tmp_path, capsys):
@@ -34,7 +44,7 @@ def test_curves_of_one_method_from_event_files(tmp_path, capsys):
     sweep = sweeps.load_sweep("tricdb_rho")
     cells = {c.method: c for c in sweep.cells() if c.grid_slug == "ratio=100.0" and c.seed == 0}
     _finished_cell(cells["TriCDB-CE"], runs, {TRIPLET_TAG: [0.18, 0.07, 0.03], "val/balanced_accuracy": [0.7, 0.85, 0.86]})
-    _finished_cell(cells["CE"], runs, {"val/balanced_accuracy": [0.6, 0.8, 0.81]})
+    _finished_cell(cells["CE"], runs, {"val/balanced_accuracy": [0.6, 0.8, 0.81], "val/loss": [1.0, 0.5, 0.9]})
 
     assert curves.main(["tricdb_rho", f"--runs_dir={runs}", f"--tag={TRIPLET_TAG}", "--tag=val/balanced_accuracy",
                         "--method=TriCDB-CE"]) == 0
@@ -50,6 +60,8 @@ def test_curves_of_one_method_from_event_files(tmp_path, capsys):
 
     assert curves.main(["tricdb_rho", f"--runs_dir={runs}", f"--tag={TRIPLET_TAG}", "--method=CE"]) == 0
     assert f"- {TRIPLET_TAG}: not logged by this run" in capsys.readouterr().out
+    assert curves.main(["tricdb_rho", f"--runs_dir={runs}", "--tag=val/loss", "--method=CE"]) == 0
+    assert "- val/loss: best (lowest) 0.5000; first within 0.01 of it at epoch 2" in capsys.readouterr().out
 
 
 def test_unknown_method_names_the_allowed_ones(tmp_path, capsys):
