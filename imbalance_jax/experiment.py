@@ -197,6 +197,7 @@ def check_fields(config: ml_collections.ConfigDict, num_devices: int, process_co
     if not float(config.optimizer.learning_rate) > 0:
         raise ConfigError(f"config.optimizer.learning_rate={config.optimizer.learning_rate} must be > 0")
     _one_of("config.checkpoint.best_metric", config.checkpoint.best_metric, BEST_METRICS)
+    _positive_int("config.checkpoint.max_to_keep", config.checkpoint.max_to_keep)
 
     loss = config.loss
     _one_of("config.loss.name", loss.name, objectives.CLASSIFICATION_LOSSES)

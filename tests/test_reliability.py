@@ -180,7 +180,11 @@ def test_config_options_are_checked():
     for field, value, message in [("nan_policy", "ignore", "config.nan_policy='ignore' is not valid; allowed: "
                                                            "['skip_step', 'stop']"),
                                   ("nan_max_consecutive_skips", 0, "config.nan_max_consecutive_skips=0 must be a "
-                                                                   "positive integer")]:
+                                                                   "positive integer"),
+                                  ("checkpoint.max_to_keep", 0, "config.checkpoint.max_to_keep=0 must be a positive "
+                                                                "integer"),
+                                  ("checkpoint.max_to_keep", -1, "config.checkpoint.max_to_keep=-1 must be a "
+                                                                 "positive integer")]:
         with pytest.raises(experiment.ConfigError, match=re.escape(message)):
             experiment.check(tiny_config(**{field: value}))
 
