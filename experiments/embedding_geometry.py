@@ -1,4 +1,4 @@
-"""How compact and separated each class is in a sweep's learned embedding, from the finished cells' test embeddings.
+"""How compact and separated each class is in a sweep's learned embedding, from the finished cells' saved embeddings.
 
     python -m experiments.embedding_geometry <sweep> [--runs_dir=DIR] [--split test [train]] [--out=FILE.md]
 
@@ -14,11 +14,10 @@ layer, the affinity head's input, ...; at most 5000 examples, the same subset as
 - **rare / frequent spread**: the mean spread of the rare classes over that of the others, a class being rare when
   its training count (the cell's ``class_counts.json``) is below half the largest; 1 is equal spread, below 1 the
   rare classes occupy smaller regions (the affinity paper's Fig. 2 and §4.6 observation on softmax CE); — when no
-  class is rare (a balanced training set).
+  class is rare (a balanced training set);
 
-All three are invariant to the embedding's scale.
-
-and, for the sweep's comparisons, the by-seed paired difference with its 95 % Student-t interval. This is the
+and, for the sweep's comparisons, the by-seed paired difference with its 95 % Student-t interval. All three are
+invariant to the embedding's scale. This is the
 quantitative form of ASLoss's claim (Figs. 5-6) that its embedding is tighter and better separated than CE's, and of
 the affinity paper's (§4.6) that its clusters have the same spread for rare and frequent classes.
 """
