@@ -6,8 +6,9 @@
 
 Prints (or writes) a Markdown table per cell (or for one run's workdir): epoch, the tags' values, and the first epoch
 at which each tag is within ``--tolerance`` (default 0.01) of its best value over the run, which is how the sweeps'
-budgets were chosen. The best value is the largest, or the smallest for a loss or an error (``lower_is_better``). Any logged scalar works as a tag (``train/triplet/fraction_active``), and a wildcard pattern
-stands for every tag it matches (``train/class_weight/*``: a weighted loss's per-class weights). Event files are kept
+budgets were chosen. The best value is the largest, or the smallest for a loss or an error (``lower_is_better``).
+Any logged scalar works as a tag (``train/triplet/fraction_active``), and a wildcard pattern stands for every tag it
+matches (``train/class_weight/*``: a weighted loss's per-class weights). Event files are kept
 on the machine that ran the cell (they are not committed).
 """
 

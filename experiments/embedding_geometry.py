@@ -36,7 +36,6 @@ from experiments import report, sweeps
 
 MEASURES = (("silhouette", "Silhouette"), ("davies_bouldin", "Davies-Bouldin"),
             ("rare_spread_ratio", "Rare / frequent spread"))
-CLASS_COUNTS_FILE = "class_counts.json"
 
 
 def rare_spread_ratio(embedding: np.ndarray, labels: np.ndarray, train_counts: Sequence[int]) -> Optional[float]:
@@ -79,7 +78,7 @@ def collect(sweep: sweeps.Sweep, runs_dir: pathlib.Path, split: str) -> dict[tup
         workdir = cell.workdir(runs_dir)
         path = workdir / f"embedding_{split}.npz"
         if sweeps.cell_status(cell, runs_dir) == "done" and path.is_file():
-            counts_path = workdir / CLASS_COUNTS_FILE
+            counts_path = workdir / sweeps.CLASS_COUNTS_FILE
             counts = json.loads(counts_path.read_text())["train"] if counts_path.is_file() else None
             with np.load(path) as saved:
                 out[(cell.method, cell.grid_slug, cell.seed)] = geometry(saved["embedding"], saved["labels"], counts)

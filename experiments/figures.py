@@ -65,7 +65,7 @@ def _metrics(cell: Cell, runs_dir: PathLike) -> dict:
 
 def _class_names(cell: Cell, runs_dir: PathLike, num_classes: int) -> list[str]:
     """The run's class names (class_counts.json), else the class indices."""
-    path = cell.workdir(runs_dir) / "class_counts.json"
+    path = cell.workdir(runs_dir) / sweeps.CLASS_COUNTS_FILE
     names = json.loads(path.read_text()).get("class_names") if path.is_file() else None
     return list(names) if names and len(names) == num_classes else [str(c) for c in range(num_classes)]
 
@@ -121,7 +121,7 @@ def long_tail(sweep_name: str, runs_dir: PathLike, out: pathlib.Path) -> pathlib
     sweep = sweeps.load_sweep(sweep_name)
     method, baseline, grid_slug = LONG_TAIL[sweep_name]
     cells = {m: _finished(sweep, runs_dir, m, require_all=False, grid_slug=grid_slug) for m in (method, baseline)}
-    counts = json.loads((cells[method][0].workdir(runs_dir) / "class_counts.json").read_text())["train"]
+    counts = json.loads((cells[method][0].workdir(runs_dir) / sweeps.CLASS_COUNTS_FILE).read_text())["train"]
     fig = Figure(figsize=(7.0, 4.8), constrained_layout=True)
     point = "" if grid_slug == "default" else f", {grid_slug}"
     draw_long_tail(fig.add_subplot(), counts, _mean_recall(cells[method], runs_dir).tolist(),

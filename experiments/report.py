@@ -6,8 +6,9 @@
 One row per method (× grid point); columns accuracy, balanced accuracy, macro F1, minority-class F1 and
 many/medium/few-shot accuracy of ``metrics.json[split]``, each as mean ± sample std (ddof = 1) over the
 finished seeds, in %; an ``n`` column appears when some row has fewer finished seeds than the sweep asks for.
-A "Per class" section gives each row's mean recall and number of predictions per class. A "Training data" section gives the imbalance ratio IR and balance deviation BD (silk paper Eqs. 6-7) of the
-finished cells' training sets, one line per distinct value. The sweep's blocks in experiments/RESULTS.md
+A "Per class" section gives each row's mean recall and number of predictions per class. A "Training data" section
+gives the imbalance ratio IR and balance deviation BD (silk paper Eqs. 6-7) of the finished cells' training sets,
+one line per distinct value. The sweep's blocks in experiments/RESULTS.md
 (``<!-- table:<sweep> -->`` and ``<!-- paired:<sweep> -->``) are rewritten from the same cells. Cells that are not finished are listed with their state
 (not run, interrupted, failed, stale); the appendix gives every finished cell's command and wall time.
 """
@@ -28,7 +29,6 @@ from experiments import sweeps
 from experiments.sweeps import Cell, Sweep
 
 PathLike = Union[str, os.PathLike]
-CLASS_COUNTS_FILE = "class_counts.json"
 
 METRICS = (("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
            ("minority_f1", "Minority F1"), ("many_shot_accuracy", "Many-shot acc."),
@@ -198,10 +198,11 @@ def _per_class(results: Sequence[CellResult], split: str) -> list[str]:
         entry = rows.setdefault((r.cell.method, r.cell.grid_slug), {"recall": [], "predicted": []})
         entry["recall"].append(metrics["per_class_recall"])
         entry["predicted"].append([sum(column) for column in zip(*metrics["confusion"])])
-        counts = json.loads(_read(r.workdir / CLASS_COUNTS_FILE) or "{}")
-        if "train" in counts:
-            train_counts.setdefault(r.cell.grid_slug, counts["train"])
-            names = names or counts.get("class_names")
+        if r.cell.grid_slug not in train_counts:
+            counts = json.loads(_read(r.workdir / sweeps.CLASS_COUNTS_FILE) or "{}")
+            if "train" in counts:
+                train_counts[r.cell.grid_slug] = counts["train"]
+                names = names or counts.get("class_names")
     if not rows:
         return []
     num_classes = len(next(iter(rows.values()))["recall"][0])
@@ -213,9 +214,8 @@ def _per_class(results: Sequence[CellResult], split: str) -> list[str]:
         for (method, row_slug), entry in rows.items():
             if row_slug != slug:
                 continue
-            for key, scale, digits in (("recall", 100.0, 1), ("predicted", 1.0, 0)):
+            for key, label, scale, digits in (("recall", "recall %", 100.0, 1), ("predicted", "predicted", 1.0, 0)):
                 means = [sum(v[c] for v in entry[key]) / len(entry[key]) for c in range(num_classes)]
-                label = "recall %" if key == "recall" else "predicted"
                 lines.append(f"| {method}: {label} | {slug} | {len(entry[key])} | "
                              + " | ".join(f"{scale * m:.{digits}f}" for m in means) + " |")
     return lines

@@ -77,7 +77,7 @@ def _finished_cell(cell: sweeps.Cell, runs, spread: float) -> None:
     embedding, labels = _clusters(spread, seed=cell.seed)
     np.savez_compressed(workdir / "embedding_test.npz", embedding=embedding.astype(np.float32), labels=labels,
                         layer="head")
-    (workdir / embedding_geometry.CLASS_COUNTS_FILE).write_text(json.dumps({"train": [600, 500, 180, 120]}))
+    (workdir / sweeps.CLASS_COUNTS_FILE).write_text(json.dumps({"train": [600, 500, 180, 120]}))
 
 
 def test_table_and_paired_differences_of_a_sweep(tmp_path, capsys):

@@ -55,6 +55,7 @@ COMMAND_FILE = "command.txt"
 WALL_TIME_FILE = "wall_time.txt"
 ERROR_FILE = "error.txt"
 METRICS_FILE = "metrics.json"
+CLASS_COUNTS_FILE = "class_counts.json"  # per-class counts of every split, written by the run
 CHECKPOINT_DIR = "checkpoints"  # written by imbalance_jax.train; its presence means "interrupted, resumes"
 NO_GRID = "default"
 
