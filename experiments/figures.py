@@ -4,7 +4,8 @@
 
 * ``<sweep>_long_tail.png`` for each paper's protocol sweep (``LONG_TAIL``): per-class test recall against the
   class's training images (log x), the paper's method against its baseline, mean over the finished seeds (the
-  legend says how many), from ``metrics.json["test"]["per_class_recall"]`` and ``class_counts.json``.
+  legend says how many), each class named beside its point, from ``metrics.json["test"]["per_class_recall"]``
+  and ``class_counts.json``.
 * ``asl_representations.png`` — ASLoss paper Fig. 5: the 2-D last-layer representations of CE and of
   CE + ASLoss (L2) on the same linear head, training and test set, seed 0 of ``asl_fourclass`` (the
   ``embedding_{train,test}.npz`` every run writes; the same ≤ 5000-point sample as its own plots).
@@ -122,13 +123,14 @@ def long_tail(sweep_name: str, runs_dir: PathLike, out: pathlib.Path) -> pathlib
     method, baseline, grid_slug = LONG_TAIL[sweep_name]
     cells = {m: _finished(sweep, runs_dir, m, require_all=False, grid_slug=grid_slug) for m in (method, baseline)}
     counts = json.loads((cells[method][0].workdir(runs_dir) / sweeps.CLASS_COUNTS_FILE).read_text())["train"]
-    fig = Figure(figsize=(7.0, 4.8), constrained_layout=True)
+    names = _class_names(cells[method][0], runs_dir, len(counts))
+    fig = Figure(figsize=(8.5, 4.8), constrained_layout=True)
     point = "" if grid_slug == "default" else f", {grid_slug}"
     draw_long_tail(fig.add_subplot(), counts, _mean_recall(cells[method], runs_dir).tolist(),
                    label=f"{method} ({len(cells[method])} seeds)",
                    baseline_recall=_mean_recall(cells[baseline], runs_dir).tolist(),
                    baseline_label=f"{baseline} ({len(cells[baseline])} seeds)",
-                   title=f"{sweep_name}{point}: per-class test recall vs training images")
+                   title=f"{sweep_name}{point}: per-class test recall vs training images", class_names=names)
     path = out / f"{sweep_name}_long_tail.png"
     fig.savefig(path, dpi=110)
     return path

@@ -279,6 +279,27 @@ def test_long_tail_plot_data_log_axis_and_baseline(tmp_path):
         plot_long_tail([-1, 2, 3, 4, 5], recall, tmp_path / "bad.png")
 
 
+
+def test_long_tail_plot_names_classes_apart_and_ticks_few_counts():
+    counts = [6000, 150, 150, 150, 6000]
+    recall = [0.99, 0.42, 0.43, 0.70, 0.98]
+    ax = Figure().add_subplot()
+    draw_long_tail(ax, counts, recall, class_names=["Bag", "Coat", "Pullover", "Dress", "Shirt"])
+    names = {a.get_text(): a for a in ax.texts}
+    assert set(names) == {"Bag", "Coat", "Pullover", "Dress", "Shirt"}
+    text_y = {n: a.xyann[1] for n, a in names.items()}
+    assert text_y["Coat"] == pytest.approx(0.42) and text_y["Dress"] == pytest.approx(0.70)   # unmoved
+    assert text_y["Pullover"] - text_y["Coat"] == pytest.approx(0.04)                     # pushed apart
+    assert max(text_y.values()) <= 1.0 and text_y["Bag"] - text_y["Shirt"] == pytest.approx(0.04)
+    assert names["Bag"].get_ha() == "right" and names["Coat"].get_ha() == "left"       # right column: left side
+    np.testing.assert_allclose(ax.get_xticks(), [150, 6000])
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["150", "6000"]
+    many = Figure().add_subplot()
+    draw_long_tail(many, list(range(1, 31)), [0.5] * 30, class_names=[str(c) for c in range(30)])
+    assert not many.texts                                                                # too many to name
+    with pytest.raises(ValueError, match="class_names must hold one name per class"):
+        draw_long_tail(Figure().add_subplot(), counts, recall, class_names=["a"])
+
 # ---------------------------------------------------------------------------------------- report
 def _metrics_with_groups(**thresholds):
     conf = np.array([[8, 1, 1], [2, 2, 0], [0, 1, 3]])

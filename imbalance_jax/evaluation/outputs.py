@@ -242,7 +242,7 @@ def write_final_outputs(workdir: str, *, config: ml_collections.ConfigDict, resu
         path = os.path.join(workdir, "long_tail_test.png")
         plot_long_tail(class_counts["train"], test["per_class_recall"], path, label="test recall",
                        many_shot_threshold=thresholds.get("many_shot_threshold"),
-                       few_shot_threshold=thresholds.get("few_shot_threshold"))
+                       few_shot_threshold=thresholds.get("few_shot_threshold"), class_names=class_names)
         figures.append(path)
         images["test/long_tail"] = path
     if writer is not None:

@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 __all__ = [
     "draw_confusion_matrix", "draw_embedding", "draw_long_tail", "draw_reliability_diagram", "plot_confusion_matrix",
@@ -23,6 +24,8 @@ __all__ = [
 _ANNOTATE_MAX_CLASSES = 20
 _TICK_LABELS_MAX_CLASSES = 40
 _LEGEND_MAX_CLASSES = 30
+_MAX_COUNT_TICKS = 6   # long-tail plot: at most this many distinct counts become the x ticks
+_LABEL_GAP = 0.04      # long-tail plot: least vertical distance between two class names (recall units)
 
 
 def _save(fig: Figure, path: "str | os.PathLike[str]") -> None:
@@ -312,14 +315,41 @@ def plot_long_tail(
     many_shot_threshold: Optional[float] = None,
     few_shot_threshold: Optional[float] = None,
     title: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> None:
     """Saves the long-tail plot (per-class test recall against training images, log x) as PNG;
     see :func:`draw_long_tail`."""
     fig = Figure(figsize=(7.0, 4.8))
     draw_long_tail(fig.add_subplot(), train_class_counts, per_class_recall, label=label,
                    baseline_recall=baseline_recall, baseline_label=baseline_label,
-                   many_shot_threshold=many_shot_threshold, few_shot_threshold=few_shot_threshold, title=title)
+                   many_shot_threshold=many_shot_threshold, few_shot_threshold=few_shot_threshold, title=title,
+                   class_names=class_names)
     _save(fig, path)
+
+
+def _label_points(ax: Any, xs: Sequence[float], ys: Sequence[float], names: Sequence[str]) -> None:
+    """Writes each name beside its point on a log x axis: left of points in the upper half of the x range,
+    right of the others. Names at one x are spread to be at least `_LABEL_GAP` apart and kept at or below
+    recall 1; a moved name gets a thin line to its point."""
+    columns: dict = {}
+    for x, y, name in zip(xs, ys, names):
+        columns.setdefault(float(x), []).append((float(y), name))
+    if not columns:
+        return
+    middle = np.sqrt(min(columns) * max(columns))
+    for x, column in columns.items():
+        column.sort()
+        placed: list = []
+        for y, _ in column:
+            placed.append(max(y, placed[-1] + _LABEL_GAP) if placed else y)
+        excess = max(0.0, placed[-1] - 1.0)
+        left = x > middle
+        for (y, name), text_y in zip(column, placed):
+            text_y -= excess
+            moved = abs(text_y - y) > _LABEL_GAP / 2
+            ax.annotate(name, (x, y), xytext=(-7 if left else 7, text_y), textcoords=("offset points", "data"),
+                        fontsize=7, va="center", ha="right" if left else "left", color="0.25",
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "linewidth": 0.5} if moved else None)
 
 
 def draw_long_tail(
@@ -333,6 +363,7 @@ def draw_long_tail(
     many_shot_threshold: Optional[float] = None,
     few_shot_threshold: Optional[float] = None,
     title: Optional[str] = None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> list:
     """Draws per-class test recall against the class's training images (log x), one point per class.
 
@@ -340,8 +371,12 @@ def draw_long_tail(
     method on the same axes, for "per-class recall against training-class frequency for the method
     and its baseline" figures. Classes with no training image (no place on a log axis) or with
     an undefined recall (None: no test example) are left out, and a note in the corner says how many.
-    Dashed vertical lines mark the many/few-shot thresholds when given. Returns the Line2D of each
-    series (method first), whose data are the plotted (count, recall) points sorted by count.
+    Dashed vertical lines mark the many/few-shot thresholds when given. With `class_names` and at
+    most `_ANNOTATE_MAX_CLASSES` classes, each class's name is written beside its first-series point
+    (names in one column of points are moved apart vertically so that they do not overlap). When the
+    classes have at most `_MAX_COUNT_TICKS` distinct training counts, the x ticks are those counts.
+    Returns the Line2D of each series (method first), whose data are the plotted (count, recall)
+    points sorted by count.
 
     Args:
       ax: a matplotlib Axes.
@@ -353,6 +388,7 @@ def draw_long_tail(
       many_shot_threshold, few_shot_threshold: optional group thresholds (classes with more / fewer
         training images are many- / few-shot).
       title: heading (default "Per-class recall vs training images").
+      class_names: optional [C] names written beside the first series' points.
     """
     counts = np.asarray(train_class_counts)
     if counts.ndim != 1 or counts.size < 1 or counts.dtype.kind not in "iuf":
@@ -361,15 +397,18 @@ def draw_long_tail(
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise ValueError(f"train_class_counts must be finite and non-negative, got {counts.tolist()}.")
     num_classes = counts.size
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"class_names must hold one name per class ({num_classes}), got {len(class_names)}.")
     series = [(label, _optional_floats(per_class_recall, "per_class_recall", num_classes), "o", "tab:blue")]
     if baseline_recall is not None:
         series.append((baseline_label, _optional_floats(baseline_recall, "baseline_recall", num_classes), "s",
                        "tab:orange"))
     order = np.argsort(counts, kind="stable")
-    lines = []
+    lines, shown_by_series = [], []
     left_out = set()
     for name, recall, marker, colour in series:
         shown = [c for c in order if counts[c] > 0 and recall[c] is not None]
+        shown_by_series.append(shown)
         left_out |= set(range(num_classes)) - set(shown)
         (line,) = ax.plot(counts[shown], [recall[c] for c in shown], marker=marker, linestyle="none",
                           color=colour, markersize=6, alpha=0.8,
@@ -381,6 +420,12 @@ def draw_long_tail(
             ax.text(float(value), 0.5, f" {text} {float(value):g} ", rotation=90, ha="right", va="center",
                     fontsize=7, color="gray", transform=ax.get_xaxis_transform())
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())   # minor labels collide when the counts span < 1 decade
+    shown_counts = sorted({float(x) for line in lines for x in line.get_xdata()})
+    if 0 < len(shown_counts) <= _MAX_COUNT_TICKS:
+        ax.set_xticks(shown_counts, [f"{c:g}" for c in shown_counts])
+    if class_names is not None and num_classes <= _ANNOTATE_MAX_CLASSES:
+        _label_points(ax, lines[0].get_xdata(), lines[0].get_ydata(), [class_names[c] for c in shown_by_series[0]])
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("test recall")
