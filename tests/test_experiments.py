@@ -27,8 +27,8 @@ SWEEP = Sweep(
     common_overrides={"num_epochs": 1, "disable_progress_bar": True, "eval_batch_size": 64},
 )
 '''
-EXPECTED_SWEEPS = ("asl_fourclass", "affinity_step", "tricdb_rho", "silk_grid", "digits_sanity")
-PAPER_SWEEPS = ("asl_fourclass", "affinity_step", "tricdb_rho")
+EXPECTED_SWEEPS = ("asl_fourclass", "affinity_step", "tricdb_rho", "silk_grid", "silk_converged", "digits_sanity")
+PAPER_SWEEPS = ("asl_fourclass", "affinity_step", "tricdb_rho", "silk_converged")
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +309,10 @@ def test_every_issue_sweep_exists_with_enough_seeds():
     for cell in tricdb.cells():  # CDB's weights from 100 validation images per class only in the "(val 100)" rows
         assert (("data.val_per_class", 100) in cell.overrides) == ("(val 100)" in cell.method), cell.key
     assert len(sweeps.load_sweep("silk_grid").rows()) == 8
+    silk = sweeps.load_sweep("silk_converged")  # the rows grayscale images can test: no colour term
+    assert len(silk.cells()) == 12 and {dict(c.overrides)["data.sampler"] for c in silk.cells()} == {
+        "random", "class_balanced"}
+    assert all(dict(c.overrides)["loss.aux.colour_similarity.weight"] == 0.0 for c in silk.cells())
 
 
 @pytest.mark.parametrize("name", sweeps.sweep_names())
