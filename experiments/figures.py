@@ -38,7 +38,8 @@ ASL_PAIR = ("CE (2-D head)", "ASLoss (L2)")
 # sweep -> (method, baseline, grid slug of the point shown)
 LONG_TAIL = {"asl_fourclass": ("ASLoss (L2)", "CE (2-D head)", "default"),
              "affinity_step": ("Affinity (m=5)", "CE", "protocol=keep2.5"),
-             "tricdb_rho": ("TriCDB-CE", "CDB-CE", "ratio=100.0")}
+             "tricdb_rho": ("TriCDB-CE", "CDB-CE", "ratio=100.0"),
+             "silk_converged": ("C + sem (balanced batches)", "C (random batches)", "default")}
 
 
 class MissingCells(RuntimeError):
