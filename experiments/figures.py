@@ -65,10 +65,15 @@ def _metrics(cell: Cell, runs_dir: PathLike) -> dict:
     return json.loads((cell.workdir(runs_dir) / sweeps.METRICS_FILE).read_text())
 
 
-def _class_names(cell: Cell, runs_dir: PathLike, num_classes: int) -> list[str]:
-    """The run's class names (class_counts.json), else the class indices."""
+def _class_counts(cell: Cell, runs_dir: PathLike) -> dict:
+    """The run's class_counts.json, or {} if it has none."""
     path = cell.workdir(runs_dir) / sweeps.CLASS_COUNTS_FILE
-    names = json.loads(path.read_text()).get("class_names") if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _class_names(class_counts: dict, num_classes: int) -> list[str]:
+    """The class names of a run's class_counts.json, else the class indices."""
+    names = class_counts.get("class_names")
     return list(names) if names and len(names) == num_classes else [str(c) for c in range(num_classes)]
 
 
@@ -84,7 +89,7 @@ def asl_representations(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) ->
             emb, labels = sample["embedding"], sample["labels"]
             if emb.shape[1] != 2:
                 raise ValueError(f"{cell.key}: the {split} embedding is {emb.shape[1]}-D, not the 2-D head layer")
-            names = _class_names(cell, runs_dir, int(labels.max()) + 1)
+            names = _class_names(_class_counts(cell, runs_dir), int(labels.max()) + 1)
             draw_embedding(axes[row, col], emb, labels, len(names), names=names,
                            title=f"{cell.method}, {split} ({str(sample['layer'])}, seed {cell.seed})")
     path = out / "asl_representations.png"
@@ -103,8 +108,9 @@ def asl_confusion(runs_dir: PathLike, out: pathlib.Path, seed: int = 0) -> pathl
         if "confusion" not in metrics:
             raise MissingCells(f"{cell.workdir(runs_dir)}/metrics.json has no confusion matrix (written by "
                                f"runs since this script exists): rerun the cell")
+        names = _class_names(_class_counts(cell, runs_dir), len(metrics["confusion"]))
         image, colour_label = draw_confusion_matrix(
-            ax, metrics["confusion"], class_names=_class_names(cell, runs_dir, len(metrics["confusion"])),
+            ax, metrics["confusion"], class_names=names,
             title=f"{cell.method} (test, seed {cell.seed}): balanced acc. {metrics['balanced_accuracy']:.3f}")
     fig.colorbar(image, ax=list(axes), shrink=0.8, label=colour_label)
     path = out / "asl_confusion.png"
@@ -123,8 +129,9 @@ def long_tail(sweep_name: str, runs_dir: PathLike, out: pathlib.Path) -> pathlib
     sweep = sweeps.load_sweep(sweep_name)
     method, baseline, grid_slug = LONG_TAIL[sweep_name]
     cells = {m: _finished(sweep, runs_dir, m, require_all=False, grid_slug=grid_slug) for m in (method, baseline)}
-    counts = json.loads((cells[method][0].workdir(runs_dir) / sweeps.CLASS_COUNTS_FILE).read_text())["train"]
-    names = _class_names(cells[method][0], runs_dir, len(counts))
+    class_counts = json.loads((cells[method][0].workdir(runs_dir) / sweeps.CLASS_COUNTS_FILE).read_text())
+    counts = class_counts["train"]
+    names = _class_names(class_counts, len(counts))
     fig = Figure(figsize=(8.5, 4.8), constrained_layout=True)
     point = "" if grid_slug == "default" else f", {grid_slug}"
     draw_long_tail(fig.add_subplot(), counts, _mean_recall(cells[method], runs_dir).tolist(),

@@ -279,7 +279,6 @@ def test_long_tail_plot_data_log_axis_and_baseline(tmp_path):
         plot_long_tail([-1, 2, 3, 4, 5], recall, tmp_path / "bad.png")
 
 
-
 def test_long_tail_plot_names_classes_apart_and_ticks_few_counts():
     counts = [6000, 150, 150, 150, 6000]
     recall = [0.99, 0.42, 0.43, 0.70, 0.98]
@@ -299,6 +298,7 @@ def test_long_tail_plot_names_classes_apart_and_ticks_few_counts():
     assert not many.texts                                                                # too many to name
     with pytest.raises(ValueError, match="class_names must hold one name per class"):
         draw_long_tail(Figure().add_subplot(), counts, recall, class_names=["a"])
+
 
 # ---------------------------------------------------------------------------------------- report
 def _metrics_with_groups(**thresholds):
